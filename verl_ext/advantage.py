@@ -1,0 +1,1 @@
+"""Bayesian (Kalman-style) advantage of NoisyGRPO. (being written)"""
