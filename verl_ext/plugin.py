@@ -4,6 +4,17 @@ Imported by verl itself through the ``verl.plugins`` entry point (see setup.py) 
 ``import verl``, so the trainer process, agent-loop workers and reward workers all see the
 same registrations. verl swallows import errors of plugins, so ``tests/test_plugin.py``
 asserts the registrations from a fresh interpreter.
+
+The CPU debug backend (``verl_ext.cpu``) is registered only when the environment asks for it
+(``NOISYGRPO_CPU_BACKEND=1``, set by ``scripts/run_demo.sh`` and the e2e tests; Ray workers
+inherit the driver's environment), so a GPU run never imports it.
 """
 
+import os
+
 from verl_ext import advantage  # noqa: F401  registers the "noisygrpo" advantage estimator
+
+CPU_BACKEND_ENV = "NOISYGRPO_CPU_BACKEND"
+
+if os.environ.get(CPU_BACKEND_ENV, "0") == "1":
+    from verl_ext import cpu  # noqa: F401  registers the "cpu" platform and the "hf" rollout
