@@ -1,0 +1,42 @@
+"""Entry point: ``python -m recipe.noisygrpo.main_noisygrpo [hydra overrides]``.
+
+Composes ``config/noisygrpo_trainer.yaml`` (verl's ``ppo_trainer`` plus the ``noisygrpo:``
+section), fails early on a misconfiguration (see :mod:`recipe.noisygrpo.validation`), runs
+verl's own config validation, and starts verl's ``run_ppo`` with the NoisyGRPO task runner.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+from verl.trainer.main_ppo import run_ppo
+from verl.trainer.ppo.utils import need_critic, need_reference_policy
+from verl.utils.config import validate_config
+from verl.utils.device import auto_set_device
+
+from recipe.noisygrpo.validation import validate_noisygrpo_config
+
+
+def validate(config: DictConfig) -> None:
+    """NoisyGRPO's checks first (cheap, precise messages), then verl's own."""
+    validate_noisygrpo_config(config)
+    validate_config(
+        config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
+    )
+
+
+def run_noisygrpo(config: DictConfig) -> None:
+    from recipe.noisygrpo.trainer import NoisyGRPOTaskRunner
+
+    auto_set_device(config)
+    validate(config)
+    run_ppo(config, task_runner_class=NoisyGRPOTaskRunner)
+
+
+@hydra.main(config_path="config", config_name="noisygrpo_trainer", version_base=None)
+def main(config: DictConfig) -> None:
+    run_noisygrpo(config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Start-up checks of a NoisyGRPO config, run before Ray starts.
+
+Each check is a small function registered with :func:`config_check`; it returns a message
+saying what is wrong and how to fix it, or ``None``. :func:`validate_noisygrpo_config`
+runs all of them and raises one error listing every problem, so a user fixes a script in
+one go instead of one failed launch per mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from verl_ext.noise_config import NoiseConfig
+
+ConfigCheck = Callable[[DictConfig], "str | None"]
+CONFIG_CHECKS: dict[str, ConfigCheck] = {}
+
+
+class NoisyGRPOConfigError(ValueError):
+    """A NoisyGRPO config that would train the wrong thing (or crash late) if launched."""
+
+
+def config_check(name: str) -> Callable[[ConfigCheck], ConfigCheck]:
+    """Registers a start-up check under ``name`` (tests refer to checks by name)."""
+
+    def decorator(check: ConfigCheck) -> ConfigCheck:
+        CONFIG_CHECKS[name] = check
+        return check
+
+    return decorator
+
+
+@config_check("v1_sync_trainer")
+def check_v1_sync_trainer(config: DictConfig) -> str | None:
+    # The noisy agent loop needs the `session_id` that only the v1 trainer passes, and the
+    # NoisyGRPO trainer subclasses the v1 sync trainer.
+    if not config.trainer.get("use_v1", False):
+        return "trainer.use_v1 must be true: NoisyGRPO runs on verl's v1 trainer (set trainer.use_v1=true)."
+    mode = config.trainer.v1.get("trainer_mode")
+    if mode != "sync":
+        return f"trainer.v1.trainer_mode is {mode!r}; NoisyGRPO supports only 'sync' (set trainer.v1.trainer_mode=sync)."
+    return None
+
+
+@config_check("noise_section")
+def check_noise_section(config: DictConfig) -> str | None:
+    try:
+        NoiseConfig.from_config(config.get("noisygrpo", {}).get("noise"))
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+@config_check("group_size_matches_levels")
+def check_group_size_matches_levels(config: DictConfig) -> str | None:
+    try:
+        noise = NoiseConfig.from_config(config.get("noisygrpo", {}).get("noise"))
+    except ValueError:
+        return None  # reported by noise_section
+    group_size = config.actor_rollout_ref.rollout.n
+    if noise.sampling == "fixed" and group_size != len(noise.levels):
+        return (
+            f"actor_rollout_ref.rollout.n={group_size} but noisygrpo.noise.levels has {len(noise.levels)} levels "
+            f"{list(noise.levels)}: with fixed sampling every rollout of a group gets one level, so set "
+            f"actor_rollout_ref.rollout.n={len(noise.levels)} or change the levels."
+        )
+    if group_size < 2 and config.algorithm.adv_estimator == "noisygrpo":
+        return f"actor_rollout_ref.rollout.n={group_size}: a group-relative advantage needs at least 2 rollouts."
+    return None
+
+
+@config_check("no_rollout_correction")
+def check_no_rollout_correction(config: DictConfig) -> str | None:
+    # Rollouts are generated from noisy images on purpose, so rollout-vs-actor probability
+    # gaps are expected; "correcting" them would undo the method.
+    correction = config.algorithm.get("rollout_correction") or {}
+    problems = []
+    if correction.get("bypass_mode", False):
+        problems.append("algorithm.rollout_correction.bypass_mode=false")
+    if correction.get("rollout_is") is not None:
+        problems.append("algorithm.rollout_correction.rollout_is=null")
+    if correction.get("rollout_rs") is not None:
+        problems.append("algorithm.rollout_correction.rollout_rs=null")
+    if problems:
+        return (
+            "rollout correction must stay off for NoisyGRPO: rollouts see noisy images on purpose, so their "
+            f"log-probs differ from the actor's (computed on the clean image). Set {', '.join(problems)}."
+        )
+    return None
+
+
+@config_check("no_legacy_reward_function")
+def check_no_legacy_reward_function(config: DictConfig) -> str | None:
+    # verl 0.9.1 still composes the old top-level keys but silently ignores them.
+    legacy = config.get("custom_reward_function") or {}
+    if legacy.get("path"):
+        return (
+            f"custom_reward_function.path={legacy.get('path')!r} is the legacy top-level key, which verl 0.9.1 "
+            "ignores. Use reward.custom_reward_function.path / .name instead."
+        )
+    return None
+
+
+@config_check("estimator_settings")
+def check_estimator_settings(config: DictConfig) -> str | None:
+    estimator = config.get("noisygrpo", {}).get("estimator", {})
+    problems = [
+        f"noisygrpo.estimator.{key}={estimator.get(key)!r} must be > 0"
+        for key in ("p_alpha", "r_value", "eps")
+        if not (isinstance(estimator.get(key), int | float) and estimator.get(key) > 0)
+    ]
+    return "; ".join(problems) or None
+
+
+def config_problems(config: DictConfig) -> dict[str, str]:
+    """Runs every registered check; returns ``{check name: message}`` for the failing ones."""
+    problems = {}
+    for name, check in CONFIG_CHECKS.items():
+        message = check(config)
+        if message:
+            problems[name] = message
+    return problems
+
+
+def validate_noisygrpo_config(config: DictConfig) -> None:
+    """Raises :class:`NoisyGRPOConfigError` listing every problem of ``config``."""
+    problems = config_problems(config)
+    if problems:
+        lines = "\n".join(f"  - {message}" for message in problems.values())
+        raise NoisyGRPOConfigError(f"NoisyGRPO config has {len(problems)} problem(s):\n{lines}")
