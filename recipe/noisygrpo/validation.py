@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from omegaconf import DictConfig
-
 from verl_ext.noise_config import NoiseConfig
 
 ConfigCheck = Callable[[DictConfig], "str | None"]

