@@ -1,0 +1,238 @@
+"""``NoisyGRPOAgentLoop``: the rollout generates from a noisy image, the actor trains on the clean one.
+
+Registered with verl's agent-loop registry as ``"noisygrpo_agent"``; training rows of
+:class:`verl_ext.dataset.NoisyRLHFDataset` name it in their ``agent_name``. It is verl's
+``SingleTurnAgentLoop`` with one difference: the images handed to the rollout server
+(``server_manager.generate(image_data=...)``) are noisy copies, while the prompt token ids and
+``AgentLoopOutput.multi_modal_data`` keep the clean images, so verl rebuilds the actor's
+``pixel_values`` (old / ref / current log-probs) from the clean image. Noise keeps the image
+size, so the image-token layout of the prompt is the same for both.
+
+``SingleTurnAgentLoop.run`` has no hook between "images sent" and "images returned", so
+instead of copying its body this loop wraps its server client: :class:`NoisyImageClient`
+forwards every call unchanged except ``generate``, whose ``image_data`` it replaces with noisy
+copies of the rollout currently running (held in a context variable that :meth:`run` sets,
+so concurrent rollouts never see each other's noise). Upstream's ``run`` is then called as is.
+
+Per rollout (ALGORITHM.md §1-§2), from the v1 trainer's kwargs:
+
+- ``session_id`` (the index in the group, 0..rollout.n-1) picks the level:
+  ``group_noise_extents(rollout.n, mode=sampling, levels, seed)[session_id]``, times the decay
+  factor when ``noisygrpo.noise.decay`` is on;
+- ``global_steps`` (the trainer step) and the row's ``noise_seed`` give the pixel-noise seed
+  ``rollout_noise_seed(noise_seed, session_id, global_steps)``, so a resumed run reproduces it.
+
+Both are recorded in ``AgentLoopOutput.extra_fields`` as ``noise_extent`` (float, the level
+applied after decay) and ``noise_seed`` (int, the seed of the first image's noise); the
+trainer's Bayesian advantage and the reward function read ``noise_extent`` from there.
+Noise runs on a thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
+from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+
+from verl_ext.noise import add_noise, decay_noise_extents, group_noise_extents, rollout_noise_seed
+from verl_ext.noise_config import NoiseConfig
+
+AGENT_NAME = "noisygrpo_agent"
+NOISE_THREAD_PREFIX = "noisygrpo-noise"
+# Third entropy word of the seed that draws a group's uniform noise levels ("grup"); with it
+# that seed never equals the two-word seeds of image_noise_seed.
+_GROUP_LEVELS_TAG = 0x67727570
+
+
+@dataclass(frozen=True)
+class RolloutNoise:
+    """The noise one rollout's images get.
+
+    Attributes:
+        kind: noise type (``noisygrpo.noise.kind``).
+        extent: noise level n in [0, 1] after decay; 0 leaves the images unchanged.
+        seed: seed of the first image's noise (``rollout_noise_seed``); image j > 0 of the
+            same row uses :func:`image_noise_seed` of it.
+    """
+
+    kind: str
+    extent: float
+    seed: int
+
+
+def image_noise_seed(rollout_seed: int, image_index: int) -> int:
+    """Seed of the noise of the ``image_index``-th image of a rollout; image 0 uses the rollout seed itself."""
+    if image_index == 0:
+        return int(rollout_seed)
+    return int(np.random.SeedSequence((int(rollout_seed), int(image_index))).generate_state(1, dtype=np.uint32)[0])
+
+
+def group_levels_seed(noise_seed: int, step: int) -> int:
+    """Seed of a group's level draw under uniform sampling: shared by the group's sessions, new each step."""
+    return int(np.random.SeedSequence((int(noise_seed), int(step), _GROUP_LEVELS_TAG)).generate_state(1)[0])
+
+
+def rollout_noise_extent(
+    noise: NoiseConfig, group_size: int, session_id: int, noise_seed: int, step: int, decay_total_steps: int | None
+) -> float:
+    """Noise level of rollout ``session_id`` of a group of ``group_size`` at trainer step ``step``.
+
+    Every session of a group computes the whole group's levels from the same seed and takes
+    its own, so the group sees exactly ``group_noise_extents`` without any coordination.
+    """
+    extents = group_noise_extents(
+        group_size, mode=noise.sampling, levels=list(noise.levels), seed=group_levels_seed(noise_seed, step)
+    )
+    if noise.decay:
+        extents = decay_noise_extents(extents, step, decay_total_steps)
+    return float(extents[session_id])
+
+
+def noisy_copies(images: list[Image.Image], noise: RolloutNoise) -> list[Image.Image]:
+    """Noisy copies of ``images`` (same sizes and modes); the inputs are not modified."""
+    return [
+        add_noise(image, noise.extent, kind=noise.kind, seed=image_noise_seed(noise.seed, index))
+        for index, image in enumerate(images)
+    ]
+
+
+@functools.cache
+def noise_executor() -> ThreadPoolExecutor:
+    """The agent-loop worker's thread pool for image noise (one per process, shared by all rollouts)."""
+    # numpy releases the GIL in the heavy array ops, so threads overlap with the event loop.
+    return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix=NOISE_THREAD_PREFIX)
+
+
+# The noise of the rollout running in the current asyncio task (set by NoisyGRPOAgentLoop.run).
+_ROLLOUT_NOISE: contextvars.ContextVar[RolloutNoise | None] = contextvars.ContextVar("noisygrpo_rollout_noise")
+
+
+class NoisyImageClient:
+    """Stands in for an agent loop's LLM server client; ``generate`` gets noisy ``image_data``.
+
+    Every other attribute is the wrapped client's. The noise comes from the rollout running
+    in the calling task (:data:`_ROLLOUT_NOISE`); calling ``generate`` outside
+    :meth:`NoisyGRPOAgentLoop.run` is an error rather than a silently clean rollout.
+    """
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    async def generate(self, *args: Any, image_data: list[Image.Image] | None = None, **kwargs: Any) -> Any:
+        noise = _ROLLOUT_NOISE.get(None)
+        if noise is None:
+            raise RuntimeError(f"{type(self).__name__}.generate called outside NoisyGRPOAgentLoop.run")
+        if not image_data:
+            raise ValueError(
+                f"the '{AGENT_NAME}' agent loop got a prompt without images: NoisyGRPO perturbs each rollout's "
+                "image, so every training row needs one (check the data's image column and '<image>' placeholders)."
+            )
+        if kwargs.get("video_data"):
+            raise ValueError(
+                f"the '{AGENT_NAME}' agent loop adds noise to images only, but this prompt has videos; "
+                "route video rows to another agent loop."
+            )
+        if noise.extent > 0:
+            loop = asyncio.get_running_loop()
+            image_data = await loop.run_in_executor(noise_executor(), noisy_copies, list(image_data), noise)
+        return await self.client.generate(*args, image_data=image_data, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def _noise_section(config: DictConfig | dict) -> Any:
+    if isinstance(config, DictConfig):
+        return OmegaConf.select(config, "noisygrpo.noise")
+    return (config.get("noisygrpo") or {}).get("noise")
+
+
+def _trainer_total_steps(config: DictConfig | dict) -> int | None:
+    if isinstance(config, DictConfig):
+        return OmegaConf.select(config, "trainer.total_training_steps")
+    return (config.get("trainer") or {}).get("total_training_steps")
+
+
+@register(AGENT_NAME)
+class NoisyGRPOAgentLoop(SingleTurnAgentLoop):
+    """verl's single-turn agent loop whose rollout sees a noisy image and whose output keeps the clean one.
+
+    Constructed by verl's ``AgentLoopWorker`` (once per rollout) with the whole trainer config,
+    from which it reads ``noisygrpo.noise``, ``actor_rollout_ref.rollout.n`` and
+    ``trainer.total_training_steps``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.noise = NoiseConfig.from_config(_noise_section(self.config))
+        self.group_size = int(self.rollout_config.n)
+        if self.noise.sampling == "fixed" and self.group_size != len(self.noise.levels):
+            raise ValueError(
+                f"actor_rollout_ref.rollout.n={self.group_size} but noisygrpo.noise.levels has "
+                f"{len(self.noise.levels)} levels {list(self.noise.levels)}: with fixed sampling each rollout of a "
+                "group gets one level, so the two must match."
+            )
+        self.decay_total_steps = self.noise.resolve_decay_total_steps(_trainer_total_steps(self.config))
+        self.server_manager = NoisyImageClient(self.server_manager)
+
+    def rollout_noise(self, kwargs: dict[str, Any]) -> RolloutNoise:
+        """The noise of the rollout described by ``run``'s kwargs (the v1 trainer's per-session fields)."""
+        if kwargs.get("session_id") is None:
+            raise ValueError(
+                f"the '{AGENT_NAME}' agent loop needs the 'session_id' (index of the rollout in its group) that only "
+                "verl's v1 trainer passes; set trainer.use_v1=true."
+            )
+        if kwargs.get("global_steps") is None:
+            raise ValueError(
+                f"the '{AGENT_NAME}' agent loop needs 'global_steps' (the trainer step) in the row, which verl's v1 "
+                "trainer adds; set trainer.use_v1=true."
+            )
+        if kwargs.get("noise_seed") is None:
+            raise ValueError(
+                f"the row has no 'noise_seed': the '{AGENT_NAME}' agent loop needs the rows of NoisyRLHFDataset "
+                "(data.custom_cls.path=pkg://verl_ext.dataset, data.custom_cls.name=NoisyRLHFDataset)."
+            )
+        session_id, step, noise_seed = int(kwargs["session_id"]), int(kwargs["global_steps"]), int(kwargs["noise_seed"])
+        if not 0 <= session_id < self.group_size:
+            raise ValueError(
+                f"session_id={session_id} is outside the group of actor_rollout_ref.rollout.n={self.group_size} "
+                "rollouts; per-row rollout counts (__rollout_n__) are not supported by NoisyGRPO."
+            )
+        extent = rollout_noise_extent(self.noise, self.group_size, session_id, noise_seed, step, self.decay_total_steps)
+        return RolloutNoise(
+            kind=self.noise.kind, extent=extent, seed=int(rollout_noise_seed(noise_seed, session_id, step))
+        )
+
+    async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs: Any) -> AgentLoopOutput:
+        noise = self.rollout_noise(kwargs)
+        token = _ROLLOUT_NOISE.set(noise)
+        try:
+            output = await super().run(sampling_params, priority=priority, **kwargs)
+        finally:
+            _ROLLOUT_NOISE.reset(token)
+        output.extra_fields.update({"noise_extent": noise.extent, "noise_seed": noise.seed})
+        return output
+
+
+__all__ = [
+    "AGENT_NAME",
+    "NOISE_THREAD_PREFIX",
+    "NoisyGRPOAgentLoop",
+    "NoisyImageClient",
+    "RolloutNoise",
+    "group_levels_seed",
+    "image_noise_seed",
+    "noise_executor",
+    "noisy_copies",
+    "rollout_noise_extent",
+]
