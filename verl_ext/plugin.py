@@ -12,8 +12,10 @@ inherit the driver's environment), so a GPU run never imports it.
 
 import os
 
-from verl_ext import advantage  # noqa: F401  registers the "noisygrpo" advantage estimator
-from verl_ext import agent_loop  # noqa: F401  registers the "noisygrpo_agent" agent loop
+from verl_ext import (
+    advantage,  # noqa: F401  registers the "noisygrpo" advantage estimator
+    agent_loop,  # noqa: F401  registers the "noisygrpo_agent" agent loop
+)
 
 CPU_BACKEND_ENV = "NOISYGRPO_CPU_BACKEND"
 
