@@ -27,7 +27,8 @@ EXTRAS_REQUIRE = {
     # flash-attn 2.8.3 has no wheel on PyPI for torch 2.11: build it on the GPU machine,
     # see README.md ("GPU install").
     "gpu": ["vllm==0.24.0"],
-    "eval": ["lmms-eval==0.7.3"],
+    # lmms-eval's Qwen2.5-VL model imports decord without declaring it.
+    "eval": ["lmms-eval==0.7.3", "decord"],
     "test": ["pytest", "pytest-asyncio", "hypothesis", "ruff"],
 }
 

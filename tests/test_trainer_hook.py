@@ -4,13 +4,13 @@ advantage step, with an in-memory stand-in for the TransferQueue store."""
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
 from tensordict import NonTensorData, NonTensorStack, TensorDict
+from transfer_queue import KVBatchMeta
 
 import recipe.noisygrpo.trainer as noisygrpo_trainer
 from recipe.noisygrpo.trainer import NoisyGRPOTrainer, noise_extents_from_extra_fields
@@ -42,7 +42,11 @@ class InMemoryTransferQueue:
             rows = value.unbind(0)
             for key, row in zip(keys, rows, strict=True):
                 self.rows[key][name] = row
-        return SimpleNamespace(keys=list(keys), partition_id=partition_id)
+        return batch_meta(keys, partition_id)
+
+
+def batch_meta(keys, partition_id="train") -> KVBatchMeta:
+    return KVBatchMeta(partition_id=partition_id, keys=list(keys), tags=[{} for _ in keys])
 
 
 def make_trainer(overrides=()):
@@ -97,7 +101,7 @@ def test_shuffled_batch_matches_pure_estimator(store):
     assert shuffled != keys
     metrics = {}
     trainer = make_trainer()
-    trainer._compute_advantage(SimpleNamespace(keys=shuffled, partition_id="train"), metrics)
+    trainer._compute_advantage(batch_meta(shuffled), metrics)
 
     for key in keys:
         advantages = store.rows[key]["advantages"]
@@ -114,7 +118,7 @@ def test_shuffled_batch_matches_pure_estimator(store):
 def test_estimator_settings_come_from_the_noisygrpo_section(store):
     keys, scores, extents, uids = fill_store(store, num_groups=3, seed=2)
     trainer = make_trainer(["noisygrpo.estimator.r_value=2.0", "noisygrpo.estimator.p_alpha=0.5"])
-    trainer._compute_advantage(SimpleNamespace(keys=keys, partition_id="train"), {})
+    trainer._compute_advantage(batch_meta(keys), {})
     expected, _ = bayesian_advantage(scores, extents, uids, p_alpha=0.5, r_value=2.0, eps=1e-4)
     got = torch.stack([store.rows[k]["advantages"][0] for k in keys])
     torch.testing.assert_close(got, expected.float(), atol=1e-5, rtol=0)
@@ -128,7 +132,7 @@ def test_grpo_baseline_takes_verls_path_untouched(store):
         del store.rows[key]["extra_fields"]
     metrics = {}
     make_trainer(["algorithm.adv_estimator=grpo"])._compute_advantage(
-        SimpleNamespace(keys=keys, partition_id="train"), metrics
+        batch_meta(keys), metrics
     )
     assert all("advantages" in store.rows[k] for k in keys)
     assert not any(name.startswith("noisygrpo/") for name in metrics)

@@ -1,0 +1,225 @@
+"""Training dynamics of one or several runs on shared axes (PNG + SVG, matplotlib).
+
+    python -m recipe.noisygrpo.eval.plots --log noisygrpo=OUT/metrics.jsonl --log grpo=OUT2/metrics.jsonl \\
+        --out plots/ [--smooth 5]
+
+``--log [NAME=]PATH``: verl's ``file``-logger JSONL or tensorboard events (file or folder). One
+figure per panel (``<panel>.png`` / ``.svg``) plus ``training_dynamics.png`` / ``.svg`` with every
+panel that has data. Metrics are matched by pattern, so every key starting with
+``noisygrpo/reward@noise_`` is a series of the noise-level panel whatever its level formatting.
+A run without a panel's metric (e.g. the GRPO baseline has no ``noisygrpo/*``) is left out of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from recipe.noisygrpo.eval.training_logs import Series, TrainingLog, read_log  # noqa: E402
+
+LINESTYLES = ("-", "--", ":", "-.")
+OVERVIEW_NAME = "training_dynamics"
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One plot: every metric whose name matches ``pattern`` is a series.
+
+    A named group ``level`` in the pattern splits a run into one series per captured value.
+    """
+
+    key: str
+    title: str
+    ylabel: str
+    pattern: re.Pattern[str]
+
+
+PANELS: tuple[Panel, ...] = (
+    Panel("reward", "Reward (mean over rollouts)", "r_sem", re.compile(r"^critic/score/mean$")),
+    Panel("reward_std", "Reward std over rollouts", "std of r_sem", re.compile(r"^noisygrpo/reward_std$")),
+    Panel("kalman_gain", "Kalman gain K (mean over groups)", "K", re.compile(r"^noisygrpo/kalman_gain(?:_mean)?$")),
+    Panel(
+        "reward_by_noise",
+        "Reward by noise level",
+        "r_sem",
+        re.compile(r"^noisygrpo/reward@noise_(?P<level>.+)$"),
+    ),
+    Panel("response_length", "Completion length (mean)", "tokens", re.compile(r"^response_length/mean$")),
+)
+PANELS_BY_KEY = {panel.key: panel for panel in PANELS}
+
+
+@dataclass(frozen=True)
+class PlotSeries:
+    run: str
+    level: str | None
+    series: Series
+
+    @property
+    def label(self) -> str:
+        return self.run if self.level is None else f"{self.run}, noise {self.level}"
+
+
+def _level_order(level: str | None) -> tuple[float, str]:
+    try:
+        return (float(level), "") if level is not None else (-1.0, "")
+    except ValueError:
+        return (float("inf"), level)
+
+
+def panel_series(panel: Panel, logs: list[TrainingLog]) -> list[PlotSeries]:
+    """The series of ``panel`` in every log, runs in order, noise levels ascending within a run."""
+    found = []
+    for log in logs:
+        matches = []
+        for metric, series in log.series.items():
+            match = panel.pattern.match(metric)
+            if match:
+                matches.append(PlotSeries(log.name, match.groupdict().get("level"), series))
+        found += sorted(matches, key=lambda item: _level_order(item.level))
+    return found
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` points (fewer at the start); ``window`` 1 returns ``values``."""
+    if window <= 1 or values.size == 0:
+        return values
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    ends = np.arange(1, values.size + 1)
+    starts = np.maximum(ends - window, 0)
+    return (cumulative[ends] - cumulative[starts]) / (ends - starts)
+
+
+def draw_panel(ax: Axes, panel: Panel, logs: list[TrainingLog], smooth: int = 1) -> int:
+    """Draw ``panel`` into ``ax``; returns the number of series drawn (lines on the axes)."""
+    series = panel_series(panel, logs)
+    runs = list(dict.fromkeys(item.run for item in series))
+    levels = sorted({item.level for item in series if item.level is not None}, key=_level_order)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, item in enumerate(series):
+        run_index = runs.index(item.run)
+        if item.level is not None:  # colour = noise level, line style = run
+            color, style = colors[levels.index(item.level) % len(colors)], LINESTYLES[run_index % len(LINESTYLES)]
+        else:
+            color, style = colors[index % len(colors)], "-"
+        values = moving_average(item.series.values, smooth)
+        ax.plot(item.series.steps, values, linestyle=style, color=color, label=item.label)
+    ax.set_title(panel.title)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(panel.ylabel)
+    ax.grid(True, alpha=0.3)
+    if series:
+        ax.legend(fontsize="small")
+    return len(series)
+
+
+def panel_figure(panel: Panel, logs: list[TrainingLog], smooth: int = 1) -> tuple[Figure, int]:
+    figure, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    return figure, draw_panel(ax, panel, logs, smooth)
+
+
+def overview_figure(panels: list[Panel], logs: list[TrainingLog], smooth: int = 1) -> Figure:
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), layout="constrained", squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        draw_panel(ax, panel, logs, smooth)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    return figure
+
+
+@dataclass(frozen=True)
+class PanelOutput:
+    key: str
+    files: tuple[Path, ...]
+    n_series: int
+
+
+def _save(figure: Figure, out: Path, stem: str) -> tuple[Path, ...]:
+    files = (out / f"{stem}.png", out / f"{stem}.svg")
+    for file in files:
+        figure.savefig(file, dpi=150)
+    plt.close(figure)
+    return files
+
+
+def plot_logs(
+    logs: list[TrainingLog], out: Path, panels: list[Panel] | None = None, smooth: int = 1
+) -> list[PanelOutput]:
+    """Write one PNG+SVG per panel with data, and the overview; panels without data are skipped."""
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for panel in panels or list(PANELS):
+        if not panel_series(panel, logs):
+            print(f"[plots] {panel.key}: no matching metric in any log, skipped ({panel.pattern.pattern})")
+            continue
+        figure, n_series = panel_figure(panel, logs, smooth)
+        outputs.append(PanelOutput(panel.key, _save(figure, out, panel.key), n_series))
+    if outputs:
+        drawn = [PANELS_BY_KEY[output.key] for output in outputs]
+        outputs.append(PanelOutput(OVERVIEW_NAME, _save(overview_figure(drawn, logs, smooth), out, OVERVIEW_NAME), 0))
+    return outputs
+
+
+def parse_log(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` or ``PATH`` (name: file stem, or folder name for tensorboard folders)."""
+    name, sep, path = text.partition("=")
+    if sep and name and path:
+        return name, Path(path)
+    path = Path(text)
+    return (path.stem if path.suffix else path.name), path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m recipe.noisygrpo.eval.plots",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log", action="append", required=True, type=parse_log, metavar="[NAME=]PATH")
+    parser.add_argument("--out", type=Path, default=Path("plots"), help="output folder (default: plots/)")
+    parser.add_argument("--smooth", type=int, default=1, help="trailing moving average over this many steps")
+    parser.add_argument("--panels", default=None, help=f"comma-separated subset of {', '.join(PANELS_BY_KEY)}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        panels = [PANELS_BY_KEY[key] for key in args.panels.split(",")] if args.panels else None
+    except KeyError as error:
+        print(f"error: unknown panel {error}; choose from {', '.join(PANELS_BY_KEY)}", file=sys.stderr)
+        return 2
+    names = [name for name, _ in args.log]
+    if len(set(names)) != len(names):
+        print(f"error: log names must be unique, got {names}; name them with --log NAME=PATH", file=sys.stderr)
+        return 2
+    try:
+        logs = [read_log(name, path) for name, path in args.log]
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    outputs = plot_logs(logs, args.out, panels, args.smooth)
+    if not outputs:
+        print("error: no panel metric found in any log; is this a verl metrics log?", file=sys.stderr)
+        return 1
+    for output in outputs:
+        print(f"[plots] {output.key}: {', '.join(str(file) for file in output.files)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`import verl` alone must register NoisyGRPO's pieces (verl swallows plugin import errors silently)."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class RegistryCheck:
+    """One registration to find after a bare ``import verl``.
+
+    ``lookup`` names an attribute of ``module``: a function called with ``key``, or a mapping indexed by it.
+    """
+
+    module: str
+    lookup: str
+    key: str
+
+
+REGISTRY_CHECKS = [
+    RegistryCheck(module="verl.trainer.ppo.core_algos", lookup="get_adv_estimator_fn", key="noisygrpo"),
+    RegistryCheck(module="verl.experimental.agent_loop.agent_loop", lookup="_agent_loop_registry", key="noisygrpo_agent"),
+]
+
+# Runs in a fresh interpreter: imports verl only, then every check; prints one JSON line.
+CHILD_SCRIPT = """
+import importlib, json, sys
+checks = json.loads(sys.argv[1])
+import verl  # noqa: F401  loads the verl.plugins entry points
+results = []
+for check in checks:
+    try:
+        registry = getattr(importlib.import_module(check["module"]), check["lookup"])
+        entry = registry(check["key"]) if callable(registry) else registry[check["key"]]
+        results.append({"ok": entry is not None, "detail": repr(entry)})
+    except Exception as error:  # report every failing check, not only the first
+        results.append({"ok": False, "detail": f"{type(error).__name__}: {error}"})
+print(json.dumps(results))
+"""
+
+
+def test_import_verl_registers_noisygrpo(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "VERL_USE_EXTERNAL_PLUGINS"}
+    checks = [asdict(check) for check in REGISTRY_CHECKS]
+    completed = subprocess.run(
+        [sys.executable, "-c", CHILD_SCRIPT, json.dumps(checks)],
+        cwd=tmp_path,  # not the repo root: registration must come from the installed entry point
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+    failures = [
+        (check, result["detail"]) for check, result in zip(REGISTRY_CHECKS, results, strict=True) if not result["ok"]
+    ]
+    assert not failures, f"not registered by `import verl`: {failures}"
