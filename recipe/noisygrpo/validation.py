@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from omegaconf import DictConfig
+
 from verl_ext.noise_config import NoiseConfig
 
 ConfigCheck = Callable[[DictConfig], "str | None"]
