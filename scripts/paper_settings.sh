@@ -65,6 +65,7 @@ PAPER_OVERRIDES=(
   "trainer.save_freq=100"
   "trainer.test_freq=-1"
   "trainer.val_before_train=false"
+  "noisygrpo.advantage_log_dir=$OUTPUT_DIR/advantages"
 )
 
 # Runs the recipe with the paper's overrides, the calling script's MODEL_OVERRIDES, then

@@ -143,3 +143,23 @@ def test_row_without_noise_extent_is_a_clear_error():
         noise_extents_from_extra_fields([{"noise_extent": 0.3}, {"other": 1}], ["uid7_1_0", "uid7_2_0"])
     extents = noise_extents_from_extra_fields([NonTensorData({"noise_extent": 0.6})], ["k"])
     assert extents.tolist() == [pytest.approx(0.6)]
+
+
+def test_advantage_log_records_what_verl_stored(store, tmp_path):
+    import json
+
+    keys, scores, extents, uids = fill_store(store, num_groups=3, seed=4)
+    trainer = make_trainer([f"noisygrpo.advantage_log_dir={tmp_path}"])
+    trainer.global_steps = 7
+    trainer._compute_advantage(batch_meta(keys[::-1]), {})
+    records = [json.loads(line) for line in (tmp_path / "advantages.jsonl").read_text().splitlines()]
+    assert len(records) == len(keys)
+    by_key = {r["key"]: r for r in records}
+    expected, _ = bayesian_advantage(scores, extents, uids)
+    for row, key in enumerate(keys):
+        record = by_key[key]
+        assert record["step"] == 7 and record["uid"] == uids[row]
+        assert record["score"] == pytest.approx(float(scores[row]))
+        assert record["noise_extent"] == pytest.approx(float(extents[row]))
+        assert record["advantage"] == pytest.approx(float(store.rows[key]["advantages"][0]))
+        assert record["advantage"] == pytest.approx(float(expected[row]), abs=1e-5)

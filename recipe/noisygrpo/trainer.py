@@ -12,6 +12,8 @@ padding rows and the write-back stay verl's.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,23 +54,61 @@ class NoisyGRPOTrainer(PPOTrainerSync):
 
     def _fetch_noise_extents(self, batch) -> torch.Tensor:
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
-        extra_fields = data["extra_fields"]
-        extra_fields = extra_fields.tolist() if hasattr(extra_fields, "tolist") else list(extra_fields)
-        return noise_extents_from_extra_fields(extra_fields, batch.keys)
+        return noise_extents_from_extra_fields(_as_list(data["extra_fields"]), batch.keys)
 
     def _compute_advantage(self, batch, metrics: dict):
         if self.config.algorithm.adv_estimator != NOISYGRPO_ESTIMATOR:
-            return super()._compute_advantage(batch, metrics)
-        # verl's _compute_advantage reads the same keys in the same order, so row i of the
-        # extents is row i of the estimator's batch, whatever batch balancing reordered.
-        noise_extents = self._fetch_noise_extents(batch)
-        estimator = self.config.noisygrpo.estimator
-        with noisygrpo_inputs(
-            noise_extents, p_alpha=estimator.p_alpha, r_value=estimator.r_value, eps=estimator.eps
-        ) as inputs:
             batch = super()._compute_advantage(batch, metrics)
-        metrics.update(inputs.metrics)
+        else:
+            # verl's _compute_advantage reads the same keys in the same order, so row i of the
+            # extents is row i of the estimator's batch, whatever batch balancing reordered.
+            noise_extents = self._fetch_noise_extents(batch)
+            estimator = self.config.noisygrpo.estimator
+            with noisygrpo_inputs(
+                noise_extents, p_alpha=estimator.p_alpha, r_value=estimator.r_value, eps=estimator.eps
+            ) as inputs:
+                batch = super()._compute_advantage(batch, metrics)
+            metrics.update(inputs.metrics)
+        log_dir = self.config.get("noisygrpo", {}).get("advantage_log_dir")
+        if log_dir:
+            self._log_advantages(batch, log_dir)
         return batch
+
+    def _log_advantages(self, batch, log_dir: str) -> None:
+        """Appends one JSON line per row (step, key, uid, score, noise_extent, advantage) to
+        ``<log_dir>/advantages.jsonl``, read back from the store after verl wrote the advantages."""
+        data = tq.kv_batch_get(
+            keys=batch.keys,
+            partition_id=batch.partition_id,
+            select_fields=["uid", "rm_scores", "advantages", "extra_fields"],
+        )
+        scores = data["rm_scores"].to_padded_tensor(padding=0.0).sum(-1).tolist()
+        # The outcome advantage is the same on every response token; take the first.
+        advantages = data["advantages"].to_padded_tensor(padding=0.0)[:, 0].tolist()
+        extra_fields = (
+            [getattr(f, "data", f) for f in _as_list(data["extra_fields"])]
+            if "extra_fields" in data.keys()
+            else [{}] * len(batch.keys)
+        )
+        uids = _as_list(data["uid"])
+        os.makedirs(log_dir, exist_ok=True)
+        with open(os.path.join(log_dir, "advantages.jsonl"), "a", encoding="utf-8") as log_file:
+            for row, key in enumerate(batch.keys):
+                fields = extra_fields[row] if isinstance(extra_fields[row], dict) else {}
+                record = {
+                    "step": int(self.global_steps),
+                    "key": key,
+                    "uid": str(getattr(uids[row], "data", uids[row])),
+                    "score": float(scores[row]),
+                    "noise_extent": fields.get("noise_extent"),
+                    "advantage": float(advantages[row]),
+                }
+                log_file.write(json.dumps(record) + "\n")
+
+
+def _as_list(values) -> list:
+    """A transfer-queue non-tensor column (NonTensorStack or list) as a Python list."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
 class _NoisyGRPOTaskRunner(TaskRunnerV1.__ray_actor_class__):
