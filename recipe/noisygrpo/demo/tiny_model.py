@@ -19,6 +19,8 @@ import shutil
 import time
 from dataclasses import dataclass
 
+from data_prep.prompts import COT_INSTRUCTION
+
 # Qwen2.5-VL's special tokens, in the order of the real vocabulary (ids 151643..151656 there).
 QWEN25VL_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -65,14 +67,6 @@ QWEN25VL_CHAT_TEMPLATE = (
     "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# The CoT instruction appended to every question (ALGORITHM.md section 5).
-COT_INSTRUCTION = (
-    "First output the thinking process in <think> </think> tags and then output the final "
-    "answer in <answer> </answer> tags. The thinking process should first include a "
-    "question-related caption followed by a detailed analysis regarding the question, "
-    "considering possible assumptions, edge cases, or relevant background information."
 )
 
 _COLOURS = "red green blue yellow orange purple pink brown black white gray grey cyan magenta gold silver"

@@ -1,0 +1,217 @@
+"""Validate a verl parquet against what the recipe's loader expects, and summarise it.
+
+    python -m data_prep.check data/mm_rlhf/train.parquet [--quick]
+
+Checks, per row: the geo3k-layout columns; `prompt` is a list of {role, content}
+messages; the `<image>` placeholders match the number of images; every image entry is one
+verl's loader can open ({"bytes", ...} with non-null bytes, or {"image": existing path}),
+decodes (header only with --quick), and has an aspect ratio Qwen2.5-VL accepts; the
+ground truth, `extra_info.question` and `extra_info.answer` are non-empty text.
+Prints rows, splits, image size distribution, answer types (multiple choice / yes-no /
+free form); exits with status 1 when any row fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from data_prep.answer_types import answer_type
+from data_prep.images import MAX_ASPECT_RATIO
+from data_prep.pipeline import human_size
+from data_prep.rows import IMAGE_PLACEHOLDER
+from data_prep.tables import open_parquet
+
+REQUIRED_COLUMNS = ("data_source", "prompt", "images", "ability", "reward_model", "extra_info")
+BATCH_ROWS = 32
+ERRORS_SHOWN = 10
+
+
+@dataclass
+class CheckReport:
+    """Findings for one parquet file. Sizes are in pixels; `errors` holds (row, kind, detail)."""
+
+    path: Path
+    rows: int = 0
+    errors: list[tuple[int, str, str]] = field(default_factory=list)
+    error_counts: Counter[str] = field(default_factory=Counter)
+    splits: Counter[str] = field(default_factory=Counter)
+    data_sources: Counter[str] = field(default_factory=Counter)
+    answer_types: Counter[str] = field(default_factory=Counter)
+    images_per_row: Counter[int] = field(default_factory=Counter)
+    image_modes: Counter[str] = field(default_factory=Counter)
+    max_pixels: Counter[str] = field(default_factory=Counter)
+    widths: list[int] = field(default_factory=list)
+    heights: list[int] = field(default_factory=list)
+    prompt_chars: list[int] = field(default_factory=list)
+
+    def error(self, row: int, kind: str, detail: str) -> None:
+        self.error_counts[kind] += 1
+        if len(self.errors) < ERRORS_SHOWN:
+            self.errors.append((row, kind, detail))
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_counts
+
+    def format(self) -> str:
+        lines = [f"{self.path} ({human_size(self.path.stat().st_size)}): {self.rows} rows"]
+        lines.append(f"  splits: {_counts(self.splits)}")
+        lines.append(f"  data sources: {_counts(self.data_sources)}")
+        lines.append(f"  answer types: {_counts(self.answer_types)}")
+        lines.append(f"  images per row: {_counts(self.images_per_row)}")
+        if self.widths:
+            pixels = np.asarray(self.widths) * np.asarray(self.heights)
+            lines.append(f"  image width  px: {_distribution(self.widths)}")
+            lines.append(f"  image height px: {_distribution(self.heights)}")
+            lines.append(f"  image pixels:    {_distribution(pixels.tolist())}")
+            lines.append(f"  image modes: {_counts(self.image_modes)}")
+            lines.append(f"  max_pixels recorded: {_counts(self.max_pixels)}")
+        if self.prompt_chars:
+            lines.append(f"  prompt characters: {_distribution(self.prompt_chars)}")
+        if self.ok:
+            lines.append("  OK: every row loads as verl's RLHFDataset expects")
+        else:
+            lines.append(f"  FAILED: {sum(self.error_counts.values())} problem(s): {_counts(self.error_counts)}")
+            lines += [f"    row {row}: {kind}: {detail}" for row, kind, detail in self.errors]
+        return "\n".join(lines)
+
+
+def _counts(counter: Counter[Any]) -> str:
+    return ", ".join(f"{key} {count}" for key, count in counter.most_common()) or "-"
+
+
+def _distribution(values: Sequence[int]) -> str:
+    low, p5, median, p95, high = np.percentile(values, [0, 5, 50, 95, 100])
+    return f"min {low:.0f}, p5 {p5:.0f}, median {median:.0f}, p95 {p95:.0f}, max {high:.0f}"
+
+
+def _open_image(entry: Any) -> tuple[Image.Image | None, str]:
+    """Open an `images` entry the way verl's loader does; return (image, "") or (None, why)."""
+    if not isinstance(entry, dict):
+        return None, f"entry is a {type(entry).__name__}, not a dict"
+    if "bytes" in entry:
+        if not entry["bytes"]:
+            return None, "null/empty 'bytes' (verl's loader opens 'bytes' whenever the key exists)"
+        return Image.open(io.BytesIO(entry["bytes"])), ""
+    path = entry.get("image")
+    if not isinstance(path, str):
+        return None, "entry has neither 'bytes' nor an 'image' path"
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    if not Path(path).is_file():
+        return None, f"no file at {path}"
+    return Image.open(path), ""
+
+
+def _check_image(report: CheckReport, row: int, position: int, entry: Any, decode: bool) -> None:
+    try:
+        image, why = _open_image(entry)
+        if image is None:
+            report.error(row, "bad_image_entry", f"images[{position}]: {why}")
+            return
+        with image:
+            if decode:
+                image.load()
+            width, height = image.size
+            report.image_modes[image.mode] += 1
+    except Exception as error:  # PIL raises many kinds for broken data
+        report.error(row, "undecodable_image", f"images[{position}]: {type(error).__name__}: {error}")
+        return
+    report.widths.append(width)
+    report.heights.append(height)
+    report.max_pixels[str(entry.get("max_pixels", "-"))] += 1
+    if min(width, height) == 0 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        report.error(row, "bad_aspect_ratio", f"images[{position}] is {width}x{height}")
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def check_row(report: CheckReport, row: int, values: dict[str, Any], decode: bool) -> None:
+    """Record every problem of one row and add it to the distributions."""
+    prompt = values["prompt"]
+    if not isinstance(prompt, list) or not prompt:
+        report.error(row, "bad_prompt", "prompt must be a non-empty list of {role, content} messages")
+        placeholders = 0
+    else:
+        if not all(isinstance(m, dict) and _text(m.get("role")) and isinstance(m.get("content"), str) for m in prompt):
+            report.error(row, "bad_prompt", "every message needs a 'role' and a text 'content'")
+        contents = [m.get("content") or "" for m in prompt if isinstance(m, dict)]
+        placeholders = sum(content.count(IMAGE_PLACEHOLDER) for content in contents)
+        report.prompt_chars.append(sum(len(content) for content in contents))
+    images = values["images"] or []
+    report.images_per_row[len(images)] += 1
+    if placeholders != len(images):
+        report.error(row, "placeholder_count", f"{placeholders} <image> placeholder(s) for {len(images)} image(s)")
+    for position, entry in enumerate(images):
+        _check_image(report, row, position, entry, decode)
+    reward_model = values["reward_model"] or {}
+    ground_truth = reward_model.get("ground_truth")
+    if not _text(ground_truth):
+        report.error(row, "empty_answer", "reward_model.ground_truth is empty or not text")
+    extra_info = values["extra_info"] or {}
+    for key in ("question", "answer"):
+        if not _text(extra_info.get(key)):
+            report.error(row, "bad_extra_info", f"extra_info.{key} is missing or empty (the reward rules need it)")
+    report.splits[str(extra_info.get("split"))] += 1
+    report.data_sources[str(values["data_source"])] += 1
+    if _text(extra_info.get("question")) and _text(ground_truth):
+        report.answer_types[answer_type(extra_info["question"], ground_truth)] += 1
+
+
+def check_parquet(path: Path, *, decode: bool = True) -> CheckReport:
+    """Stream `path` batch by batch and check every row; `decode=False` reads image headers only."""
+    report = CheckReport(path=path)
+    parquet = open_parquet(path)
+    missing = [column for column in REQUIRED_COLUMNS if column not in parquet.schema_arrow.names]
+    if missing:
+        report.error(-1, "missing_column", f"{missing} (columns: {parquet.schema_arrow.names})")
+        return report
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(REQUIRED_COLUMNS)):
+        for values in batch.to_pylist():
+            check_row(report, report.rows, values, decode)
+            report.rows += 1
+    if report.rows == 0:
+        report.error(-1, "empty_file", "the file has no rows")
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.check",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE.parquet")
+    parser.add_argument("--quick", action="store_true", help="read image headers only instead of decoding them")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status = 0
+    for path in args.files:
+        if not path.is_file():
+            print(f"error: {path} does not exist", file=sys.stderr)
+            status = 1
+            continue
+        report = check_parquet(path, decode=not args.quick)
+        print(report.format())
+        status = status or int(not report.ok)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
