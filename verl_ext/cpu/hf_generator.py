@@ -1,0 +1,228 @@
+"""Token-in/token-out generation with a plain transformers model: the engine behind the ``hf`` rollout.
+
+No Ray and no verl server protocol here (that is :mod:`verl_ext.cpu.hf_server`), so the
+generation and log-prob maths can be unit-tested in-process.
+
+Log-prob convention (matches verl's default ``rollout.logprobs_mode=processed_logprobs`` and
+the FSDP actor's recomputation): ``log_softmax(raw_logits / temperature)`` at the sampled
+token, *before* top-k/top-p and before banning vision placeholders; greedy decoding
+(temperature 0) scores with temperature 1.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel
+from verl.utils.model import get_hf_auto_model_class
+from verl.utils.torch_dtypes import PrecisionType
+from verl.workers.rollout.utils import get_vision_placeholder_token_ids, qwen2_5_vl_dedup_image_tokens
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """What one request asks of the sampler (verl's vLLM-style ``sampling_params``, resolved).
+
+    ``temperature == 0`` means greedy; ``top_k <= 0`` and ``top_p == 1`` disable those filters.
+    """
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    repetition_penalty: float = 1.0
+    ignore_eos: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    @property
+    def logprob_temperature(self) -> float:
+        return 1.0 if self.greedy else self.temperature
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One response: ``token_ids`` (n,) new tokens (EOS included when hit) and their ``log_probs`` (n,) in nats."""
+
+    token_ids: list[int]
+    log_probs: list[float]
+    finished_by_eos: bool
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """A single prompt ready for ``model.generate``: ``input_ids`` (1, L) with image pads expanded,
+    plus ``pixel_values`` (P, C*t*p*p) and ``image_grid_thw`` (num_images, 3) when there are images."""
+
+    input_ids: torch.Tensor
+    pixel_values: torch.Tensor | None = None
+    image_grid_thw: torch.Tensor | None = None
+
+    def as_kwargs(self) -> dict[str, torch.Tensor]:
+        kwargs = {"input_ids": self.input_ids, "attention_mask": torch.ones_like(self.input_ids)}
+        if self.pixel_values is not None:
+            kwargs["pixel_values"] = self.pixel_values
+            kwargs["image_grid_thw"] = self.image_grid_thw
+        return kwargs
+
+
+def load_hf_model(
+    local_path: str, hf_config: Any, dtype: str | torch.dtype, attn_implementation: str
+) -> PreTrainedModel:
+    """Load the checkpoint with the same auto class verl's FSDP engine uses, in eval mode on CPU."""
+    auto_class = get_hf_auto_model_class(hf_config=hf_config)
+    model = auto_class.from_pretrained(
+        local_path,
+        config=hf_config,
+        dtype=PrecisionType.to_dtype(dtype),
+        attn_implementation=attn_implementation,
+    )
+    return model.eval()
+
+
+class HFGenerator:
+    """Owns one transformers model (+ processor) and serves single-prompt generation and weight loads.
+
+    Thread-safe: generation and weight loading take one lock, so a weight update never lands
+    halfway through a response.
+    """
+
+    def __init__(self, model: PreTrainedModel, processor: Any | None, tokenizer: Any):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = tokenizer
+        self._lock = threading.Lock()
+        self._banned_token_ids = get_vision_placeholder_token_ids(processor) if processor is not None else []
+        generation_config = getattr(model, "generation_config", None)
+        eos = getattr(generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        self._eos_token_ids: list[int] = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        pad = getattr(generation_config, "pad_token_id", None)
+        self._pad_token_id: int = pad if pad is not None else (tokenizer.pad_token_id or self._eos_token_ids[0])
+        self._pending_weight_names: set[str] | None = None
+
+    # ------------------------------------------------------------------ inputs
+
+    def build_inputs(
+        self,
+        prompt_ids: Sequence[int],
+        images: Sequence[Any] | None = None,
+        processor_kwargs: Mapping[str, Any] | None = None,
+    ) -> ModelInputs:
+        """Turn verl's prompt ids (image pads expanded, as the agent loop tokenises them, or one pad
+        per image, as vLLM takes them) plus PIL images into model inputs.
+
+        Images go through the processor's image processor (Qwen2-VL family: ``pixel_values``,
+        ``image_grid_thw``); each image's pad run is re-expanded to its merged-patch count, so the
+        ids always agree with ``image_grid_thw`` whatever the caller sent.
+        """
+        if not images:
+            return ModelInputs(input_ids=torch.tensor([list(prompt_ids)], dtype=torch.long))
+        image_processor = getattr(self.processor, "image_processor", None)
+        if image_processor is None or not hasattr(image_processor, "merge_size"):
+            raise NotImplementedError("the hf rollout handles images only for Qwen2-VL-family processors")
+        processed = image_processor(images=list(images), return_tensors="pt", **dict(processor_kwargs or {}))
+        grid_thw: torch.Tensor = processed["image_grid_thw"]
+        tokens_per_image = (grid_thw.prod(dim=-1) // image_processor.merge_size**2).tolist()
+
+        image_token_id = self.processor.image_token_id
+        single_pad_ids = qwen2_5_vl_dedup_image_tokens(list(prompt_ids), self.processor)
+        num_pad_runs = sum(1 for token in single_pad_ids if token == image_token_id)
+        if num_pad_runs != len(tokens_per_image):
+            raise ValueError(
+                f"prompt has {num_pad_runs} image placeholders but {len(tokens_per_image)} images were given"
+            )
+        expanded: list[int] = []
+        image_index = 0
+        for token in single_pad_ids:
+            if token == image_token_id:
+                expanded.extend([image_token_id] * tokens_per_image[image_index])
+                image_index += 1
+            else:
+                expanded.append(token)
+        return ModelInputs(
+            input_ids=torch.tensor([expanded], dtype=torch.long),
+            pixel_values=processed["pixel_values"].to(self.model.dtype),
+            image_grid_thw=grid_thw,
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    def _generation_config(self, spec: SamplingSpec) -> GenerationConfig:
+        # Built from scratch: a checkpoint's generation_config.json may carry top_k=50 etc.
+        sampling = (
+            {} if spec.greedy else {"temperature": spec.temperature, "top_p": spec.top_p, "top_k": max(spec.top_k, 0)}
+        )
+        return GenerationConfig(
+            max_new_tokens=spec.max_new_tokens,
+            min_new_tokens=spec.max_new_tokens if spec.ignore_eos else 0,
+            do_sample=not spec.greedy,
+            **sampling,
+            repetition_penalty=spec.repetition_penalty,
+            suppress_tokens=self._banned_token_ids or None,
+            eos_token_id=self._eos_token_ids,
+            pad_token_id=self._pad_token_id,
+            num_beams=1,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+
+    def generate(self, inputs: ModelInputs, spec: SamplingSpec) -> GenerationResult:
+        """Sample one response; log-probs per :mod:`this module's convention <verl_ext.cpu.hf_generator>`."""
+        prompt_length = inputs.input_ids.shape[1]
+        with self._lock, torch.inference_mode():
+            output = self.model.generate(**inputs.as_kwargs(), generation_config=self._generation_config(spec))
+        new_tokens = output.sequences[0, prompt_length:]
+        # output.logits: one (1, V) tensor of raw (unprocessed) logits per generated token.
+        raw_logits = torch.cat(output.logits, dim=0).float()[: new_tokens.shape[0]]
+        log_probs = torch.log_softmax(raw_logits / spec.logprob_temperature, dim=-1)
+        token_log_probs = log_probs.gather(-1, new_tokens[:, None]).squeeze(-1)
+        token_ids = new_tokens.tolist()
+        finished_by_eos = bool(token_ids) and token_ids[-1] in self._eos_token_ids and not spec.ignore_eos
+        return GenerationResult(
+            token_ids=token_ids, log_probs=token_log_probs.tolist(), finished_by_eos=finished_by_eos
+        )
+
+    # ------------------------------------------------------------------ weights
+
+    def begin_weight_update(self) -> None:
+        with self._lock:
+            self._pending_weight_names = set(self.model.state_dict().keys())
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
+        """Copy full tensors into the model by state-dict name; returns how many were loaded.
+
+        Unknown names raise (a naming mismatch with the trainer must not pass silently).
+        """
+        with self._lock, torch.no_grad():
+            state = self.model.state_dict()
+            loaded = 0
+            for name, tensor in named_tensors:
+                if name not in state:
+                    raise KeyError(f"weight {name!r} from the trainer is not a parameter of the rollout model")
+                target = state[name]
+                if tuple(target.shape) != tuple(tensor.shape):
+                    raise ValueError(
+                        f"weight {name!r}: trainer shape {tuple(tensor.shape)} != rollout {tuple(target.shape)}"
+                    )
+                target.copy_(tensor.to(dtype=target.dtype))
+                if self._pending_weight_names is not None:
+                    self._pending_weight_names.discard(name)
+                loaded += 1
+            return loaded
+
+    def finish_weight_update(self) -> None:
+        """Raise if a weight update started with :meth:`begin_weight_update` left parameters untouched."""
+        with self._lock:
+            missing, self._pending_weight_names = self._pending_weight_names, None
+        if missing:
+            raise RuntimeError(
+                f"weight update did not include {len(missing)} rollout weights, e.g. {sorted(missing)[:3]}"
+            )
