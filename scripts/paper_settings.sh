@@ -5,6 +5,7 @@
 # Environment (defaults in brackets):
 #   MODEL_PATH   local Hugging Face folder of the model            [per script]
 #   DATA_DIR     folder with train.parquet and val.parquet          [$HOME/data/noisygrpo/mm_rlhf]
+#                (python -m data_prep.mmrlhf ... --val-size N writes both)
 #   OUTPUT_DIR   checkpoints, metrics.jsonl, rollout dumps          [$PWD/outputs/$EXPERIMENT_NAME]
 #   N_GPUS       GPUs per node                                      [8]
 #   NNODES       nodes                                              [1]

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from recipe.noisygrpo.eval.training_logs import Series, TrainingLog, read_log  # noqa: E402
 
@@ -118,6 +119,7 @@ def draw_panel(ax: Axes, panel: Panel, logs: list[TrainingLog], smooth: int = 1)
         ax.plot(item.series.steps, values, linestyle=style, color=color, label=item.label)
     ax.set_title(panel.title)
     ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_ylabel(panel.ylabel)
     ax.grid(True, alpha=0.3)
     if series:
