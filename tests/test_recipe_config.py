@@ -121,6 +121,7 @@ MISCONFIGURATIONS = {
         "reward.custom_reward_function",
     ),
     "bad_estimator_setting": (["noisygrpo.estimator.r_value=0"], "estimator_settings", "r_value"),
+    "decay_without_horizon": (["noisygrpo.noise.decay=true"], "decay_horizon", "decay_total_steps"),
 }
 
 
@@ -142,3 +143,9 @@ def test_uniform_sampling_allows_any_group_size(tmp_path):
     base = script_overrides("run_qwen25vl_3b.sh", tmp_path=tmp_path)
     config = compose_config(base + ["noisygrpo.noise.sampling=uniform", "actor_rollout_ref.rollout.n=8"])
     assert "group_size_matches_levels" not in config_problems(config)
+
+
+def test_decay_with_a_horizon_is_accepted(tmp_path):
+    base = script_overrides("run_qwen25vl_3b.sh", tmp_path=tmp_path)
+    config = compose_config(base + ["noisygrpo.noise.decay=true", "noisygrpo.noise.decay_total_steps=800"])
+    assert config_problems(config) == {}

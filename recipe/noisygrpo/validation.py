@@ -71,6 +71,17 @@ def check_group_size_matches_levels(config: DictConfig) -> str | None:
     return None
 
 
+@config_check("decay_horizon")
+def check_decay_horizon(config: DictConfig) -> str | None:
+    # The agent-loop workers cannot see the step count the trainer derives from the dataset.
+    try:
+        noise = NoiseConfig.from_config(config.get("noisygrpo", {}).get("noise"))
+        noise.resolve_decay_total_steps(config.trainer.get("total_training_steps"))
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 @config_check("no_rollout_correction")
 def check_no_rollout_correction(config: DictConfig) -> str | None:
     # Rollouts are generated from noisy images on purpose, so rollout-vs-actor probability
