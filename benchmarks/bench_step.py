@@ -1,0 +1,1116 @@
+"""Step time of NoisyGRPO against vanilla GRPO on the CPU end-to-end path, and where it goes.
+
+Both variants run ``python -m recipe.noisygrpo.main_noisygrpo`` through
+``verl_ext.cpu.launch.run_on_cpu`` (verl's v1 sync trainer, TransferQueue, FSDP2 actor, HF
+rollout, agent loop, reward loop) on the README demo's tiny random-weight Qwen2.5-VL and
+synthetic shapes task, with identical settings:
+
+* ``noisygrpo``: the recipe as shipped (noise levels 0 / 0.3 / 0.6 / 0.9, Bayesian advantage);
+* ``grpo``: ``algorithm.adv_estimator=grpo`` and ``noisygrpo.noise.levels=[0,0,0,0]`` (the agent
+  loop then passes images through untouched), as in tests/test_e2e_noisygrpo.py.
+
+Settings shared by both, so that they differ only by our additions:
+
+* the same data, seed, batch (2 prompts x 4 rollouts) and model;
+* ``actor_rollout_ref.rollout.ignore_eos=true``: every response is exactly
+  ``max_response_length`` tokens, so generation and training see the same token counts (the
+  mean response length of every run is checked and reported);
+* the same reward, ``verl_ext.cpu.debug_reward`` (a random-weight model never answers right,
+  so a correctness reward would give every rollout 0);
+* ``noisygrpo.advantage_log_dir`` unset (the default path: no per-rollout advantage log);
+* a replay buffer that polls for finished rollouts every ``--poll-interval`` seconds
+  (:class:`FinePollReplayBuffer`) instead of verl's fixed 2 s, which would round every
+  ``timing_s/gen`` up to a multiple of 2 s and drown a 5 % difference.
+
+Each run takes ``--warmup`` + ``--repeats`` steps; the first ``--warmup`` steps (compile and
+allocator warm-up) are dropped, and verl's per-step timings (``timing_s/step`` and its parts
+``gen``, ``old_log_prob``, ``ref``, ``adv``, ``update_actor``, ``update_weights``, plus ``other``:
+the rest of the step) are averaged over the remaining steps. Runs alternate between the
+variants (``--rounds``; round r starts with the other variant than round r - 1). The reward is
+computed inside ``gen`` (verl's reward loop runs while the rollouts finish; there is no
+``timing_s/reward`` unless the reward is colocated). Before the first run the script waits for
+a quiet machine (1-minute load average below ``--max-load``), and samples the load during runs.
+
+The noise itself runs in the agent-loop worker and has no timer of its own: it is measured
+here in-process on the training images of the run (the same ``noisy_copies`` call the agent
+loop makes), and extrapolated to the paper's image sizes from ``results/bench_noise.json``.
+
+``--quick`` runs no training (one CPU run needs 80-100 s just to start Ray and import
+everything): it re-prints the figures of the last full report (``results/bench_step.json``),
+saying so, and repeats the in-process noise measurement. Usage:
+``python -m benchmarks.bench_step [--quick] [--rounds R] [--warmup W] [--repeats N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import random
+import re
+import statistics
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    add_common_arguments,
+    configure_malloc,
+    configure_threads,
+    default_output_path,
+    finish_report,
+    format_table,
+    load_average,
+    positive_int,
+    report_header,
+    thread_env,
+    time_cases,
+    write_json,
+)
+
+BENCHMARK = "bench_step"
+NOISY = "noisygrpo"
+GRPO = "grpo"
+VARIANTS = (GRPO, NOISY)
+
+# Target of the issue: NoisyGRPO's mean step time at most 1.05x vanilla GRPO's.
+TARGET_RATIO = 1.05
+
+# verl's per-step timers (timing_s/<part>), in pipeline order; parts absent from a log are skipped.
+STEP_KEY = "timing_s/step"
+TIMING_PREFIX = "timing_s/"
+KNOWN_PARTS = (
+    "gen",
+    "reward",
+    "old_log_prob",
+    "ref",
+    "values",
+    "adv",
+    "update_critic",
+    "update_actor",
+    "update_weights",
+    "save_checkpoint",
+)
+OTHER_PART = "other"  # step - sum of its timed parts: prepare_step (dataloader, submit), balance_batch, ...
+LENGTH_KEYS = (
+    "response_length/mean",
+    "prompt_length/mean",
+    "prompt_length/min",
+    "prompt_length/max",
+    "perf/total_num_tokens",
+    "actor/perf/cpu_memory_used_gb",
+)
+
+DEFAULT_WORKDIR = REPO_ROOT / "demo_runs" / BENCHMARK
+DEFAULT_FULL_REPORT = RESULTS_DIR / f"{BENCHMARK}.json"
+BENCH_NOISE_REPORT = RESULTS_DIR / "bench_noise.json"
+
+# The poll interval reaches the replay buffer in the trainer's Ray process through this variable.
+POLL_INTERVAL_ENV = "NOISYGRPO_BENCH_POLL_INTERVAL_S"
+DEFAULT_POLL_INTERVAL_S = 0.1
+SAMPLER_CLASS = "FinePollReplayBuffer"
+
+# The noise levels of the recipe's default config, and the paper's batch (16 prompts x 4 rollouts).
+NOISY_LEVELS = (0.3, 0.6, 0.9)
+PAPER_PROMPTS_PER_STEP = 16
+NOISE_KIND = "gaussian"
+
+Z_95 = 1.96  # two-sided 95 % quantile of the normal distribution
+LOAD_POLL_S = 30.0
+LOAD_SAMPLE_S = 5.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The replay buffer of the benchmark runs (loaded by verl in the trainer process, by name)
+
+
+def _fine_poll_replay_buffer() -> type:
+    """verl's sync ``ReplayBuffer`` polling every ``$NOISYGRPO_BENCH_POLL_INTERVAL_S`` seconds (default 0.1).
+
+    Built on first access (module ``__getattr__``) so that importing this script does not import verl.
+    """
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    class FinePollReplayBuffer(ReplayBuffer):
+        """verl's sync replay buffer with a finer poll for finished rollouts; nothing else changes."""
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            kwargs["poll_interval"] = float(os.environ.get(POLL_INTERVAL_ENV, DEFAULT_POLL_INTERVAL_S))
+            super().__init__(*args, **kwargs)
+
+    return FinePollReplayBuffer
+
+
+def __getattr__(name: str) -> Any:
+    if name == SAMPLER_CLASS:
+        cls = _fine_poll_replay_buffer()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class StepBenchConfig:
+    """One benchmark run.
+
+    Attributes:
+        warmup: training steps dropped at the start of every run (step 1 pays one-time costs).
+        repeats: measured training steps per run, after the warm-up.
+        rounds: runs per variant; rounds alternate which variant goes first.
+        prompts_per_step: prompts per training step (each gets ``rollout.n = 4`` rollouts).
+        max_response_length: tokens generated per rollout (all of them: ``ignore_eos``).
+        poll_interval_s: seconds between the replay buffer's checks for finished rollouts.
+        max_load: wait before the first run until the 1-minute load average is below this.
+        load_wait_s: give up waiting for a quiet machine after this many seconds (then run anyway).
+        run_timeout_s: a training run is stopped after this many seconds.
+        threads: ``OMP_NUM_THREADS``-style thread pools of the training processes (Ray's default is 1).
+        malloc: glibc allocator thresholds of the training processes (``default``: glibc's own).
+        workdir: tiny model, data and per-run logs.
+        quick: re-summarise the last full report instead of training.
+        source_report: the full report ``--quick`` re-summarises.
+    """
+
+    warmup: int = 2
+    repeats: int = 10
+    rounds: int = 4
+    prompts_per_step: int = 2
+    max_response_length: int = 24
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    max_load: float = 0.8
+    load_wait_s: float = 900.0
+    run_timeout_s: float = 1200.0
+    threads: int = 1
+    malloc: str = "default"
+    workdir: str = str(DEFAULT_WORKDIR)
+    quick: bool = False
+    source_report: str = str(DEFAULT_FULL_REPORT)
+
+
+def demo_settings(config: StepBenchConfig):
+    """The README demo's settings at this run's length, batch and response length."""
+    from recipe.noisygrpo.demo.run_demo import DemoSettings
+
+    return DemoSettings(
+        steps=config.warmup + config.repeats,
+        prompts_per_step=config.prompts_per_step,
+        max_response_length=config.max_response_length,
+    )
+
+
+def shared_overrides(config: StepBenchConfig) -> list[str]:
+    """Hydra overrides both variants get on top of the CPU backend's and the demo's (they win)."""
+    settings = demo_settings(config)
+    epochs = math.ceil(settings.steps * settings.prompts_per_step / settings.num_train)
+    return [
+        f"trainer.total_epochs={epochs}",  # the demo's 1 epoch is 64 rows: 32 steps of 2 prompts
+        "actor_rollout_ref.rollout.ignore_eos=true",
+        "data.shuffle=false",  # rows in the order of benchmark_train_file (no batch of equal lengths)
+        "reward.custom_reward_function.path=pkg://verl_ext.cpu.debug_reward",
+        "noisygrpo.advantage_log_dir=null",
+        f"trainer.v1.sampler.custom_sampler.path=pkg://benchmarks.{BENCHMARK}",
+        f"trainer.v1.sampler.custom_sampler.name={SAMPLER_CLASS}",
+        "trainer.logger=[console,file]",
+        "trainer.save_freq=-1",
+        "trainer.test_freq=-1",
+        "trainer.val_before_train=false",
+    ]
+
+
+VARIANT_OVERRIDES: dict[str, list[str]] = {
+    NOISY: [],
+    GRPO: ["algorithm.adv_estimator=grpo", "noisygrpo.noise.levels=[0.0,0.0,0.0,0.0]"],
+}
+
+
+def run_env(config: StepBenchConfig) -> dict[str, str]:
+    """Environment of a training run: this checkout importable (the replay buffer), poll interval, threads."""
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": python_path, POLL_INTERVAL_ENV: str(config.poll_interval_s), **thread_env(config.threads)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inputs: the demo's model and data, rows ordered so that no batch has sequences of one length
+
+# verl 0.9.1 mishandles the 3-D (mrope) position ids of a batch whose sequences all have the same
+# length (``maybe_fix_3d_position_ids``: update_actor fails in ``split_with_sizes``). With
+# ``ignore_eos`` every response has the same length, so a batch whose prompts all have the same
+# token count hits it; the benchmark's train file orders the rows so that no batch does.
+BENCH_TRAIN_FILE = "bench_train.parquet"
+ROW_ORDER_SEED = 0
+
+
+@dataclass(frozen=True)
+class BenchInputs:
+    """The tiny model, the data files (``train`` = the reordered benchmark file) and its prompt lengths.
+
+    ``prompt_lengths``: prompt tokens of each row of the benchmark train file, in file order, as the
+    agent loop builds the prompt (chat template, image pads expanded).
+    """
+
+    model_dir: Path
+    data_files: dict[str, Path]
+    prompt_lengths: list[int]
+
+
+def prompt_lengths(model_dir: Path, train_file: Path) -> list[int]:
+    """Prompt token count of every row: the chat template with each ``<image>`` as an image part, as verl's
+    dataset builds the messages, tokenised with the images by the model's processor (image pads expanded)."""
+    import pyarrow.parquet as pq
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    lengths = []
+    for row, images in zip(
+        pq.read_table(train_file, columns=["prompt"]).column("prompt").to_pylist(),
+        training_images(train_file),
+        strict=True,
+    ):
+        messages = [
+            {
+                "role": message["role"],
+                "content": [
+                    {"type": "image"} if part == "<image>" else {"type": "text", "text": part}
+                    for part in re.split("(<image>)", message["content"])
+                    if part
+                ],
+            }
+            for message in row
+        ]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        lengths.append(len(processor(text=[text], images=images or None)["input_ids"][0]))
+    return lengths
+
+
+def batch_row_order(lengths: Sequence[int], batch_size: int, seed: int = ROW_ORDER_SEED) -> list[int]:
+    """Row indices in an order whose consecutive batches of ``batch_size`` rows never share one length.
+
+    Rows sorted by length are dealt into batches as cards (batch j gets sorted rows j, j + B, j + 2B,
+    ... for B batches), so a batch has one length only where a length fills more than B sorted slots;
+    the batches are then shuffled (seeded) so that lengths do not trend over a run. Leftover rows
+    (fewer than a batch) go last. Raises ValueError when some batch still has a single length.
+    """
+    if batch_size < 2:
+        raise ValueError("batches of one prompt always have sequences of one length with ignore_eos")
+    by_length = sorted(range(len(lengths)), key=lambda row: (lengths[row], row))
+    num_batches = len(lengths) // batch_size
+    batches = [[by_length[j + k * num_batches] for k in range(batch_size)] for j in range(num_batches)]
+    uniform = [batch for batch in batches if len({lengths[row] for row in batch}) == 1]
+    if uniform:
+        raise ValueError(f"cannot order the rows without a batch of one prompt length: {uniform}")
+    random.Random(seed).shuffle(batches)
+    return [row for batch in batches for row in batch] + by_length[num_batches * batch_size :]
+
+
+def prepare_bench_inputs(config: StepBenchConfig) -> BenchInputs:
+    """The demo's tiny model and data under the workdir (built once), plus the reordered train file."""
+    import pyarrow.parquet as pq
+
+    from recipe.noisygrpo.demo.run_demo import prepare_inputs
+
+    workdir = Path(config.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_dir, data_files = prepare_inputs(workdir, demo_settings(config))
+    lengths = prompt_lengths(model_dir, data_files["train"])
+    order = batch_row_order(lengths, config.prompts_per_step)
+    bench_train = data_files["train"].parent / BENCH_TRAIN_FILE
+    pq.write_table(pq.read_table(data_files["train"]).take(order), bench_train)
+    return BenchInputs(model_dir, {**data_files, "train": bench_train}, [lengths[row] for row in order])
+
+
+def predicted_prompt_length_means(inputs: BenchInputs, batch_size: int, steps: int) -> list[float]:
+    """Mean prompt length of training steps 1..steps as the sequential dataloader batches the train file."""
+    lengths = inputs.prompt_lengths
+    usable = len(lengths) // batch_size * batch_size
+    means = []
+    for step in range(steps):
+        start = step * batch_size % usable
+        means.append(statistics.fmean(lengths[start : start + batch_size]))
+    return means
+
+
+# ---------------------------------------------------------------------------------------------------
+# Load average
+
+
+def wait_for_quiet_machine(max_load: float, max_wait_s: float, poll_s: float = LOAD_POLL_S) -> dict[str, Any]:
+    """Poll the 1-minute load average every ``poll_s`` s until two polls in a row are below ``max_load``.
+
+    Gives up after ``max_wait_s`` seconds (the run then goes ahead on a busy machine, and the report
+    says so). Returns ``reached``, ``waited_s`` and the (seconds, 1-min load) samples.
+    """
+    started = time.monotonic()
+    samples: list[tuple[float, float]] = []
+    quiet_polls = 0
+    while True:
+        load = os.getloadavg()[0]
+        samples.append((round(time.monotonic() - started, 1), round(load, 2)))
+        quiet_polls = quiet_polls + 1 if load < max_load else 0
+        waited = time.monotonic() - started
+        if quiet_polls >= 2 or waited >= max_wait_s:
+            break
+        print(f"[bench_step] 1-min load {load:.2f} (want < {max_load:g} twice, {poll_s:.0f} s apart)", flush=True)
+        time.sleep(poll_s)
+    return {"max_load": max_load, "reached": quiet_polls >= 2, "waited_s": round(waited, 1), "samples": samples}
+
+
+class LoadSampler:
+    """Samples the 1-minute load average every ``interval_s`` seconds on a daemon thread while active."""
+
+    def __init__(self, interval_s: float = LOAD_SAMPLE_S):
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(round(os.getloadavg()[0], 2))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float | int | None]:
+        """Min, mean and max of the sampled 1-minute load averages."""
+        if not self.samples:
+            return {"samples": 0, "min": None, "mean": None, "max": None}
+        return {
+            "samples": len(self.samples),
+            "min": min(self.samples),
+            "mean": round(statistics.fmean(self.samples), 2),
+            "max": max(self.samples),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Machine speed
+
+# The shared VM's speed drifts by 20-35 % over minutes (other tenants of the host), which the load
+# average inside it does not show. A fixed workload timed just before and just after every run
+# tracks it, so per-run step times can also be compared relative to it.
+PROBE_MATMUL_SIZE = 160
+PROBE_MATMULS = 60
+PROBE_PYTHON_ITEMS = 60_000
+PROBE_REPEATS = 5
+
+
+def _probe_workload() -> None:
+    """About 30 ms of the step's kind of work: small float32 matmuls (torch) and Python object churn."""
+    import torch
+
+    matrix = torch.full((PROBE_MATMUL_SIZE, PROBE_MATMUL_SIZE), 0.5)
+    for _ in range(PROBE_MATMULS):
+        torch.mm(matrix, matrix)
+    records = [{"key": index, "value": float(index)} for index in range(PROBE_PYTHON_ITEMS)]
+    sum(record["value"] for record in records)
+
+
+def machine_speed_probe() -> float:
+    """Seconds of :func:`_probe_workload`, best of ``PROBE_REPEATS`` (lower: faster machine right now)."""
+    _probe_workload()
+    times = []
+    for _ in range(PROBE_REPEATS):
+        started = time.perf_counter()
+        _probe_workload()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training runs
+
+
+@dataclass
+class RunRecord:
+    """One training run: its variant, round, outcome, the logged steps and the load during it."""
+
+    variant: str
+    round_index: int
+    returncode: int
+    elapsed_s: float
+    leftovers: list[int]
+    log_path: str
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    load: dict[str, Any] = field(default_factory=dict)
+    probe_s: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["steps"] = [{key: step[key] for key in sorted(step) if _is_step_field(key)} for step in self.steps]
+        return record
+
+
+def _is_step_field(key: str) -> bool:
+    return key == "step" or key.startswith(TIMING_PREFIX) or key in LENGTH_KEYS
+
+
+def run_order(rounds: int) -> list[tuple[int, str]]:
+    """(round, variant) in run order: GRPO first in even rounds, NoisyGRPO first in odd ones."""
+    order = []
+    for round_index in range(rounds):
+        variants = VARIANTS if round_index % 2 == 0 else tuple(reversed(VARIANTS))
+        order += [(round_index, variant) for variant in variants]
+    return order
+
+
+def train_once(variant: str, round_index: int, config: StepBenchConfig, inputs: BenchInputs) -> RunRecord:
+    """One training run of ``variant``; returns its record (steps read from verl's file log)."""
+    from recipe.noisygrpo.demo.run_demo import demo_overrides, read_step_metrics
+    from verl_ext.cpu.launch import run_on_cpu
+    from verl_ext.cpu.overrides import cpu_overrides
+
+    model_dir, data_files = inputs.model_dir, inputs.data_files
+    run_dir = Path(config.workdir) / "runs" / f"round{round_index}_{variant}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    overrides = [
+        *cpu_overrides(),
+        *demo_overrides(model_dir, data_files, run_dir, demo_settings(config)),
+        *shared_overrides(config),
+        *VARIANT_OVERRIDES[variant],
+        f"trainer.experiment_name=bench_step_{variant}",
+    ]
+    print(f"[bench_step] round {round_index}, {variant}: training ({run_dir / 'train.log'})", flush=True)
+    probe_before = machine_speed_probe()
+    with LoadSampler() as sampler:
+        result = run_on_cpu(
+            "recipe.noisygrpo.main_noisygrpo",
+            overrides,
+            workdir=run_dir,
+            log_path=run_dir / "train.log",
+            extra_env={**run_env(config), "VERL_FILE_LOGGER_PATH": str(metrics_path)},
+            timeout_s=config.run_timeout_s,
+        )
+    steps = read_step_metrics(metrics_path) if metrics_path.exists() else []
+    record = RunRecord(
+        variant=variant,
+        round_index=round_index,
+        returncode=result.returncode,
+        elapsed_s=round(result.elapsed_s, 1),
+        leftovers=result.leftovers,
+        log_path=str(result.log_path),
+        steps=steps,
+        load=sampler.summary(),
+        probe_s=[probe_before, machine_speed_probe()],
+    )
+    print(
+        f"[bench_step] round {round_index}, {variant}: exit {result.returncode} after {result.elapsed_s:.0f} s, "
+        f"{len(steps)} steps logged, 1-min load {record.load['mean']}",
+        flush=True,
+    )
+    if result.returncode != 0 or len(steps) < config.warmup + config.repeats:
+        raise RuntimeError(f"{variant} run {round_index} failed (exit {result.returncode}); see {result.log_path}")
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------
+# Summaries
+
+
+def step_parts(steps: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The timed parts present in ``steps``: verl's known ones in pipeline order, then any others, then other."""
+    present = {key.removeprefix(TIMING_PREFIX) for step in steps for key in step if key.startswith(TIMING_PREFIX)}
+    present.discard("step")
+    ordered = [part for part in KNOWN_PARTS if part in present]
+    return ordered + sorted(present - set(ordered)) + [OTHER_PART]
+
+
+def part_seconds(step: Mapping[str, Any], part: str, parts: Sequence[str]) -> float:
+    """Seconds of ``part`` in one logged step (0 where the step did not run it); ``other`` is the remainder."""
+    if part == OTHER_PART:
+        timed = sum(float(step.get(TIMING_PREFIX + name, 0.0)) for name in parts if name != OTHER_PART)
+        return float(step[STEP_KEY]) - timed
+    return float(step.get(TIMING_PREFIX + part, 0.0))
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "mean_s": statistics.fmean(values),
+        "median_s": statistics.median(values),
+        "min_s": min(values),
+        "max_s": max(values),
+        "stdev_s": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def measured_steps(runs: Sequence[RunRecord], variant: str, warmup: int) -> list[dict[str, Any]]:
+    """The logged steps of every run of ``variant`` after its first ``warmup`` steps."""
+    return [step for run in runs if run.variant == variant for step in run.steps if step["step"] > warmup]
+
+
+def summarise_variant(steps: Sequence[Mapping[str, Any]], parts: Sequence[str]) -> dict[str, Any]:
+    """Per-part statistics (seconds) over ``steps``, plus the mean lengths and token counts."""
+    summary: dict[str, Any] = {"steps": len(steps), "step": _stats([float(step[STEP_KEY]) for step in steps])}
+    summary["parts"] = {part: _stats([part_seconds(step, part, parts) for step in steps]) for part in parts}
+    summary["means"] = {
+        key: statistics.fmean(float(step[key]) for step in steps) for key in LENGTH_KEYS if all(key in s for s in steps)
+    }
+    return summary
+
+
+def compare(summaries: Mapping[str, Mapping[str, Any]], parts: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per quantity (step, then each part): both variants' mean and median, their ratios and the difference."""
+    rows = []
+    for name in ["step", *parts]:
+        grpo = summaries[GRPO]["step"] if name == "step" else summaries[GRPO]["parts"][name]
+        noisy = summaries[NOISY]["step"] if name == "step" else summaries[NOISY]["parts"][name]
+        rows.append(
+            {
+                "quantity": name,
+                "grpo_mean_s": grpo["mean_s"],
+                "noisygrpo_mean_s": noisy["mean_s"],
+                "ratio_mean": _ratio(noisy["mean_s"], grpo["mean_s"]),
+                "grpo_median_s": grpo["median_s"],
+                "noisygrpo_median_s": noisy["median_s"],
+                "ratio_median": _ratio(noisy["median_s"], grpo["median_s"]),
+                "difference_mean_s": noisy["mean_s"] - grpo["mean_s"],
+                "ratio_mean_ci95": _ratio_interval(grpo, noisy, summaries[GRPO]["steps"], summaries[NOISY]["steps"]),
+            }
+        )
+    return rows
+
+
+def _ratio_interval(
+    grpo: Mapping[str, float], noisy: Mapping[str, float], grpo_steps: int, noisy_steps: int
+) -> list[float] | None:
+    """Approximate 95 % interval of the ratio of means: 1 + (difference +- 1.96 Welch standard errors) / GRPO mean.
+
+    Treats the steps as independent samples and the GRPO mean as exact, so it is a guide to the
+    resolution of the figures, not a rigorous interval.
+    """
+    if grpo["mean_s"] <= 0 or grpo_steps < 2 or noisy_steps < 2:
+        return None
+    standard_error = math.sqrt(grpo["stdev_s"] ** 2 / grpo_steps + noisy["stdev_s"] ** 2 / noisy_steps)
+    difference = noisy["mean_s"] - grpo["mean_s"]
+    return [1 + (difference + sign * Z_95 * standard_error) / grpo["mean_s"] for sign in (-1, 1)]
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
+def per_run_means(runs: Sequence[RunRecord], warmup: int) -> list[dict[str, Any]]:
+    """Mean step time of every run after its warm-up: the run-to-run spread on this machine."""
+    rows = []
+    for run in runs:
+        steps = [step for step in run.steps if step["step"] > warmup]
+        rows.append(
+            {
+                "round": run.round_index,
+                "variant": run.variant,
+                "steps": len(steps),
+                "mean_step_s": statistics.fmean(float(step[STEP_KEY]) for step in steps),
+                "first_step_s": float(run.steps[0][STEP_KEY]),
+                "run_wall_s": run.elapsed_s,
+                "load_1min_mean": run.load.get("mean"),
+                "probe_ms": statistics.fmean(run.probe_s) * 1e3 if run.probe_s else None,
+            }
+        )
+    return rows
+
+
+def round_ratios(per_run: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """NoisyGRPO / GRPO mean step time within each round (two adjacent runs), raw and relative to the probe.
+
+    Runs of the same variant differ by up to 20-35 % on this shared VM, so the rounds, not the steps,
+    are the independent samples: the interval is a t interval over the rounds' ratios (none with one round).
+    """
+    rounds = sorted({row["round"] for row in per_run})
+    raw, relative = [], []
+    for round_index in rounds:
+        pair = {row["variant"]: row for row in per_run if row["round"] == round_index}
+        if set(pair) != set(VARIANTS):
+            continue
+        raw.append(pair[NOISY]["mean_step_s"] / pair[GRPO]["mean_step_s"])
+        if pair[NOISY]["probe_ms"] and pair[GRPO]["probe_ms"]:
+            relative.append(raw[-1] * pair[GRPO]["probe_ms"] / pair[NOISY]["probe_ms"])
+    return {"step_ratio_per_round": raw, "step_ratio": _t_summary(raw), "probe_relative": _t_summary(relative)}
+
+
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (1-10); 1.96 beyond.
+T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+
+
+def _t_summary(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, range and 95 % t interval of ``values`` (interval None for fewer than two)."""
+    if not values:
+        return {"n": 0, "mean": None, "min": None, "max": None, "ci95": None}
+    mean = statistics.fmean(values)
+    interval = None
+    if len(values) > 1:
+        half = T_95.get(len(values) - 1, Z_95) * statistics.stdev(values) / math.sqrt(len(values))
+        interval = [mean - half, mean + half]
+    return {"n": len(values), "mean": mean, "min": min(values), "max": max(values), "ci95": interval}
+
+
+def length_check(summaries: Mapping[str, Mapping[str, Any]], config: StepBenchConfig) -> dict[str, Any]:
+    """Whether both variants generated the same response lengths (and prompts) and the normalised ratio.
+
+    With ``ignore_eos`` every response is ``max_response_length`` tokens; if the means differ anyway,
+    ``step_ratio_per_token`` is the step-time ratio per processed token (prompt + response).
+    """
+    means = {variant: summaries[variant]["means"] for variant in VARIANTS}
+    tokens = {variant: means[variant].get("perf/total_num_tokens") for variant in VARIANTS}
+    ratio = _ratio(summaries[NOISY]["step"]["mean_s"], summaries[GRPO]["step"]["mean_s"])
+    per_token = None
+    if ratio is not None and tokens[GRPO] and tokens[NOISY]:
+        per_token = ratio * tokens[GRPO] / tokens[NOISY]
+    same = all(means[GRPO].get(key) == means[NOISY].get(key) for key in ("response_length/mean", "prompt_length/mean"))
+    return {
+        "max_response_length": config.max_response_length,
+        "response_length_mean": {variant: means[variant].get("response_length/mean") for variant in VARIANTS},
+        "prompt_length_mean": {variant: means[variant].get("prompt_length/mean") for variant in VARIANTS},
+        "total_tokens_mean": tokens,
+        "identical": same,
+        "step_ratio_per_token": per_token,
+    }
+
+
+def batch_length_check(runs: Sequence[RunRecord], predicted_prompt_means: Sequence[float] | None) -> dict[str, Any]:
+    """Logged steps whose prompts all had one length, and steps whose mean prompt length was not predicted."""
+    uniform = [
+        [run.variant, run.round_index, step["step"]]
+        for run in runs
+        for step in run.steps
+        if step.get("prompt_length/min") is not None and step.get("prompt_length/min") == step.get("prompt_length/max")
+    ]
+    check: dict[str, Any] = {"steps_with_one_prompt_length": uniform}
+    if predicted_prompt_means is not None:
+        check["prompt_length_prediction_mismatches"] = [
+            [run.variant, run.round_index, step["step"], step.get("prompt_length/mean")]
+            for run in runs
+            for step in run.steps
+            if step["step"] <= len(predicted_prompt_means)
+            and not math.isclose(float(step.get("prompt_length/mean", -1)), predicted_prompt_means[step["step"] - 1])
+        ]
+    return check
+
+
+# ---------------------------------------------------------------------------------------------------
+# The noise, in-process
+
+
+def training_images(train_file: Path) -> list[list[Any]]:
+    """The decoded PIL images of every row of a verl parquet file (``images`` column), one list per row."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rows = []
+    for entries in pq.read_table(train_file, columns=["images"]).column("images").to_pylist():
+        images = []
+        for entry in entries or []:
+            with Image.open(io.BytesIO(entry["bytes"])) as image:
+                images.append(image.convert("RGB"))
+        rows.append(images)
+    return rows
+
+
+def noise_cost(
+    rows: Sequence[Sequence[Any]], prompts_per_step: int, warmup: int = 1, repeats: int = 7
+) -> dict[str, Any]:
+    """Milliseconds of the agent loop's ``noisy_copies`` per image at each noisy level, and per training step.
+
+    ``rows``: the images of each training row. Per step: ``prompts_per_step`` prompts (of the mean
+    image count), each noised once at every level of ``NOISY_LEVELS`` (level 0 is not noised). All
+    images are noised in one timed call per level; reported per image (best and median of ``repeats``).
+    """
+    from verl_ext.agent_loop import RolloutNoise, noisy_copies
+
+    images = [image for row in rows for image in row]
+
+    cases = {
+        f"{level:g}": (lambda level=level: noisy_copies(list(images), RolloutNoise(NOISE_KIND, level, 1234)))
+        for level in NOISY_LEVELS
+    }
+    timings = time_cases(cases, warmup=warmup, repeats=repeats)
+    per_image_ms = {level: timing.best_s * 1e3 / len(images) for level, timing in timings.items()}
+    pixels = [image.width * image.height for image in images]
+    images_per_prompt = len(images) / len(rows)
+    per_step_ms = prompts_per_step * images_per_prompt * sum(per_image_ms.values())
+    return {
+        "kind": NOISE_KIND,
+        "images": len(images),
+        "mean_pixels": statistics.fmean(pixels),
+        "sides_px": [min(min(image.size) for image in images), max(max(image.size) for image in images)],
+        "per_image_ms_best": per_image_ms,
+        "per_image_ms_median": {level: t.median_s * 1e3 / len(images) for level, t in timings.items()},
+        "per_step_ms": per_step_ms,
+        "prompts_per_step": prompts_per_step,
+    }
+
+
+def paper_noise_estimate(bench_noise_report: Path) -> list[dict[str, Any]] | None:
+    """Noise per paper step (16 prompts x levels 0.3/0.6/0.9) from ``bench_noise``'s best times, per size."""
+    if not bench_noise_report.exists():
+        return None
+    report = json.loads(bench_noise_report.read_text(encoding="utf-8"))
+    rows = []
+    for size in sorted({row["size"] for row in report["results"]}):
+        best = {
+            row["level"]: row["best_s"] * 1e3
+            for row in report["results"]
+            if row["size"] == size and row["impl"] == NOISE_KIND and row["level"] in NOISY_LEVELS
+        }
+        if len(best) == len(NOISY_LEVELS):
+            rows.append(
+                {
+                    "size": size,
+                    "per_step_ms": PAPER_PROMPTS_PER_STEP * sum(best.values()),
+                    "source": str(bench_noise_report),
+                }
+            )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables and targets
+
+
+def comparison_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
+    headers = (
+        "quantity",
+        "GRPO mean s",
+        "Noisy mean s",
+        "ratio",
+        "GRPO median s",
+        "Noisy median s",
+        "ratio med",
+        "diff s",
+        "ratio 95% CI",
+    )
+    return format_table(
+        headers,
+        [
+            [
+                row["quantity"],
+                row["grpo_mean_s"],
+                row["noisygrpo_mean_s"],
+                row["ratio_mean"],
+                row["grpo_median_s"],
+                row["noisygrpo_median_s"],
+                row["ratio_median"],
+                row["difference_mean_s"],
+                _interval_cell(row.get("ratio_mean_ci95")),
+            ]
+            for row in rows
+        ],
+        title=title,
+    )
+
+
+def _interval_cell(interval: Sequence[float] | None) -> str:
+    return "-" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
+
+
+def runs_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    headers = ("round", "variant", "steps", "mean step s", "step 1 s", "run wall s", "1-min load", "probe ms")
+    return format_table(
+        headers,
+        [
+            [
+                row["round"],
+                row["variant"],
+                row["steps"],
+                row["mean_step_s"],
+                row["first_step_s"],
+                row["run_wall_s"],
+                row["load_1min_mean"],
+                row.get("probe_ms"),
+            ]
+            for row in rows
+        ],
+        title="runs in order (mean over the measured steps of each run; probe: machine speed, before/after)",
+    )
+
+
+def noise_table(cost: Mapping[str, Any], paper: Sequence[Mapping[str, Any]] | None) -> str:
+    lines = [
+        format_table(
+            ("level", "ms / image (best)", "ms / image (median)"),
+            [[level, ms, cost["per_image_ms_median"][level]] for level, ms in cost["per_image_ms_best"].items()],
+            title=(
+                f"noise in-process ({cost['kind']}, {cost['images']} training images, sides "
+                f"{cost['sides_px'][0]}-{cost['sides_px'][1]} px): {cost['per_step_ms']:.3f} ms per step of "
+                f"{cost['prompts_per_step']} prompts"
+            ),
+        )
+    ]
+    if paper:
+        lines.append(
+            format_table(
+                ("image side px", "ms per paper step"),
+                [[f"{row['size']}^2", row["per_step_ms"]] for row in paper],
+                title=f"noise per paper step ({PAPER_PROMPTS_PER_STEP} prompts x 3 noisy levels, bench_noise best)",
+            )
+        )
+    return "\n\n".join(lines)
+
+
+def step_target(comparison: Sequence[Mapping[str, Any]], rounds: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The issue's target on the pooled ratio of mean step times; ``ci95_rounds``: the t interval of the
+    per-round ratios, and ``resolved``: whether that interval lies wholly on one side of the threshold."""
+    step = next(row for row in comparison if row["quantity"] == "step")
+    value = step["ratio_mean"]
+    interval = (rounds or {}).get("step_ratio", {}).get("ci95")
+    resolved = None if interval is None else bool(interval[1] <= TARGET_RATIO or interval[0] > TARGET_RATIO)
+    return {
+        "name": step_target_name(),
+        "threshold": TARGET_RATIO,
+        "value": value,
+        "met": None if value is None else bool(value <= TARGET_RATIO),
+        "ci95_rounds": interval,
+        "resolved": resolved,
+    }
+
+
+def print_target(target: Mapping[str, Any]) -> None:
+    value = "not evaluated" if target["value"] is None else f"{target['value']:.3f}"
+    verdict = {True: "MET", False: "MISSED", None: "-"}[target["met"]]
+    interval = target.get("ci95_rounds")
+    spread = "" if interval is None else f"; 95% interval over rounds {interval[0]:.3f}-{interval[1]:.3f}"
+    if target.get("resolved") is False:
+        spread += " (wider than the threshold: not resolved on this machine)"
+    print(f"target: {target['name']}: {value} [{verdict}]{spread}")
+
+
+def rounds_summary(rounds: Mapping[str, Any]) -> str:
+    """One line per statistic of the per-round NoisyGRPO / GRPO step-time ratios."""
+    lines = []
+    for label, key in (("raw", "step_ratio"), ("relative to the probe", "probe_relative")):
+        stats = rounds.get(key) or {}
+        if not stats.get("n"):
+            continue
+        interval = stats["ci95"]
+        ci = "-" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
+        lines.append(
+            f"step ratio per round, {label}: mean {stats['mean']:.3f} over {stats['n']} round(s), "
+            f"range {stats['min']:.3f}-{stats['max']:.3f}, 95% t interval {ci}"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The full run and the quick re-summary
+
+
+@contextmanager
+def _timed_phase(label: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    print(f"[bench_step] {label}: {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def run_full(config: StepBenchConfig) -> dict[str, Any]:
+    """Wait for a quiet machine, train both variants in alternating runs, summarise; returns the report."""
+    started = time.perf_counter()
+    configure_threads(config.threads)
+    report = report_header(BENCHMARK, asdict(config))
+    report["malloc"] = configure_malloc(config.malloc)
+    report["mode"] = "full"
+    with _timed_phase("inputs (tiny model, synthetic data, row order)"):
+        inputs = prepare_bench_inputs(config)
+    report["overrides"] = {"shared": shared_overrides(config), **VARIANT_OVERRIDES}
+    report["quiet_wait"] = wait_for_quiet_machine(config.max_load, config.load_wait_s)
+    report["load_average_before_runs"] = load_average()
+    runs = [train_once(variant, round_index, config, inputs) for round_index, variant in run_order(config.rounds)]
+    report["load_average_after_runs"] = load_average()
+    report["runs"] = [run.as_dict() for run in runs]
+    predicted = predicted_prompt_length_means(inputs, config.prompts_per_step, config.warmup + config.repeats)
+    report.update(summarise_runs(runs, config, predicted))
+    with _timed_phase("noise in-process"):
+        report["noise"] = noise_cost(training_images(inputs.data_files["train"]), config.prompts_per_step)
+    report["noise_paper_estimate"] = paper_noise_estimate(BENCH_NOISE_REPORT)
+    print_report(report)
+    return finish_report(report, started)
+
+
+def summarise_runs(
+    runs: Sequence[RunRecord], config: StepBenchConfig, predicted_prompt_means: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """Per-variant statistics, the comparison rows, the length checks and the target.
+
+    ``predicted_prompt_means``: the mean prompt length of each step (1, 2, ...) that the row order
+    predicts; compared with the logged ``prompt_length/mean`` of every step of every run.
+    """
+    all_steps = [step for run in runs for step in run.steps]
+    parts = step_parts(all_steps)
+    summaries = {
+        variant: summarise_variant(measured_steps(runs, variant, config.warmup), parts) for variant in VARIANTS
+    }
+    comparison = compare(summaries, parts)
+    per_run = per_run_means(runs, config.warmup)
+    rounds = round_ratios(per_run)
+    return {
+        "parts": parts,
+        "summaries": summaries,
+        "comparison": comparison,
+        "per_run": per_run,
+        "rounds": rounds,
+        "lengths": {**length_check(summaries, config), **batch_length_check(runs, predicted_prompt_means)},
+        "targets": [step_target(comparison, rounds)],
+    }
+
+
+def print_report(report: Mapping[str, Any]) -> None:
+    """The tables of a full report (also what ``--quick`` re-prints)."""
+    config = report["config"]
+    steps = report["summaries"][GRPO]["steps"]
+    title = (
+        f"NoisyGRPO vs GRPO, seconds per training step: mean/median of {steps} steps per variant "
+        f"({config['rounds']} run(s) x {config['repeats']} steps after {config['warmup']} warm-up)"
+    )
+    print(comparison_table(report["comparison"], title))
+    print()
+    print(runs_table(report["per_run"]))
+    if report.get("rounds"):
+        print(rounds_summary(report["rounds"]))
+    lengths = report["lengths"]
+    print(
+        f"\nresponse length mean: {lengths['response_length_mean']}, prompt length mean: "
+        f"{lengths['prompt_length_mean']}, identical: {lengths['identical']}"
+    )
+    if report.get("noise"):
+        print()
+        print(noise_table(report["noise"], report.get("noise_paper_estimate")))
+    print()
+    for target in report["targets"]:
+        print_target(target)
+
+
+def run_quick(config: StepBenchConfig) -> dict[str, Any]:
+    """No training: re-print the last full report's figures and repeat the in-process noise measurement."""
+    started = time.perf_counter()
+    configure_threads(config.threads)
+    report = report_header(BENCHMARK, asdict(config))
+    report["malloc"] = configure_malloc(config.malloc)
+    report["mode"] = "quick: re-summary of the last full report, no training run"
+    source = Path(config.source_report)
+    if source.exists():
+        full = json.loads(source.read_text(encoding="utf-8"))
+        print(
+            f"[bench_step] --quick runs no training (one CPU run takes minutes); re-summarising {source}, "
+            f"measured {full['created_utc']} on {full['machine']['cpu_model']}:\n"
+        )
+        print_report(full)
+        report["source_report"] = {"path": str(source), "created_utc": full["created_utc"]}
+        report["comparison"] = full["comparison"]
+        report["lengths"] = full["lengths"]
+        report["targets"] = full["targets"]
+        report["rounds"] = full.get("rounds")
+    else:
+        print(f"[bench_step] --quick runs no training, and there is no full report at {source} to re-summarise.")
+        report["source_report"] = None
+        report["targets"] = [{"name": step_target_name(), "threshold": TARGET_RATIO, "value": None, "met": None}]
+    data_files = _data_files_for_quick(Path(config.workdir), config)
+    report["noise"] = noise_cost(training_images(data_files["train"]), config.prompts_per_step, repeats=5)
+    report["noise_paper_estimate"] = paper_noise_estimate(BENCH_NOISE_REPORT)
+    print("\n[bench_step] repeated now, in-process:")
+    print(noise_table(report["noise"], report["noise_paper_estimate"]))
+    return finish_report(report, started)
+
+
+def step_target_name() -> str:
+    return f"NoisyGRPO / GRPO mean step time <= {TARGET_RATIO:g} (CPU end-to-end path)"
+
+
+def _data_files_for_quick(workdir: Path, config: StepBenchConfig) -> dict[str, Path]:
+    """The benchmark's synthetic data (written now when missing; the model is not needed here)."""
+    data_dir = workdir / "data"
+    files = {"train": data_dir / "train.parquet", "val": data_dir / "val.parquet"}
+    if not files["train"].exists():
+        from data_prep.synthetic import write_synthetic_dataset
+
+        settings = demo_settings(config)
+        files = write_synthetic_dataset(
+            data_dir, num_train=settings.num_train, num_val=settings.num_val, seed=settings.seed
+        )
+    return files
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+
+
+# What the shared options mean here (their shared help speaks of timed calls and sizes).
+COMMON_OPTION_HELP = {
+    "quick": "no training: re-print the last full report and repeat the in-process noise measurement (seconds)",
+    "threads": "OMP_NUM_THREADS-style thread pools of every training process and of this one (default 1)",
+    "warmup": f"training steps dropped at the start of each run (default {StepBenchConfig.warmup})",
+    "repeats": f"measured training steps per run, after the warm-up (default {StepBenchConfig.repeats})",
+    "no_rss": "ignored (no peak-memory probes here; verl's actor/perf/cpu_memory_used_gb is reported)",
+    "malloc": "glibc thresholds of every training process: default (glibc's own, as a user's run; the default here) "
+    "or fixed",
+}
+
+
+def _describe_common_options(parser: argparse.ArgumentParser) -> None:
+    """Re-word the shared options' help for this script and make glibc's allocator the default."""
+    for action in parser._actions:  # argparse has no public way to edit an added option's help
+        if action.dest in COMMON_OPTION_HELP:
+            action.help = COMMON_OPTION_HELP[action.dest]
+    parser.set_defaults(malloc="default")
+
+
+def parse_config(argv: Sequence[str] | None = None) -> tuple[StepBenchConfig, Path]:
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{BENCHMARK}", description=__doc__.split("\n")[0])
+    add_common_arguments(parser)
+    _describe_common_options(parser)
+    defaults = StepBenchConfig()
+    parser.add_argument("--rounds", type=positive_int, default=defaults.rounds, help="runs per variant (alternating)")
+    parser.add_argument("--prompts-per-step", type=positive_int, default=defaults.prompts_per_step)
+    parser.add_argument("--max-response-length", type=positive_int, default=defaults.max_response_length)
+    parser.add_argument("--poll-interval", type=float, default=defaults.poll_interval_s, help="replay-buffer poll (s)")
+    parser.add_argument("--max-load", type=float, default=defaults.max_load, help="wait for a 1-min load below this")
+    parser.add_argument("--load-wait", type=float, default=defaults.load_wait_s, help="longest wait for it (s)")
+    parser.add_argument("--workdir", type=Path, default=Path(defaults.workdir), help="model, data, run logs")
+    parser.add_argument(
+        "--source-report", type=Path, default=Path(defaults.source_report), help="what --quick reprints"
+    )
+    args = parser.parse_args(argv)
+    config = StepBenchConfig(
+        warmup=args.warmup if args.warmup is not None else defaults.warmup,
+        repeats=args.repeats if args.repeats is not None else defaults.repeats,
+        rounds=args.rounds,
+        prompts_per_step=args.prompts_per_step,
+        max_response_length=args.max_response_length,
+        poll_interval_s=args.poll_interval,
+        max_load=args.max_load,
+        load_wait_s=args.load_wait,
+        threads=args.threads,
+        malloc=args.malloc,
+        workdir=str(args.workdir.resolve()),
+        quick=args.quick,
+        source_report=str(args.source_report.resolve()),
+    )
+    return config, args.output or default_output_path(BENCHMARK, args.quick)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Run the benchmark from command-line arguments; prints tables, writes the JSON report, returns its path."""
+    config, output = parse_config(argv)
+    report = run_quick(config) if config.quick else run_full(config)
+    path = write_json(output, report)
+    print(f"\nwrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
