@@ -18,6 +18,9 @@ Settings shared by both, so that they differ only by our additions:
 * the same reward, ``verl_ext.cpu.debug_reward`` (a random-weight model never answers right,
   so a correctness reward would give every rollout 0);
 * ``noisygrpo.advantage_log_dir`` unset (the default path: no per-rollout advantage log);
+* the train rows in a fixed order (``data.shuffle=false``, :func:`batch_row_order`) in which no
+  batch has prompts of one token length: with ``ignore_eos`` such a batch would have sequences of
+  one length, which verl 0.9.1 mishandles (see ``BENCH_TRAIN_FILE``);
 * a replay buffer that polls for finished rollouts every ``--poll-interval`` seconds
   (:class:`FinePollReplayBuffer`) instead of verl's fixed 2 s, which would round every
   ``timing_s/gen`` up to a multiple of 2 s and drown a 5 % difference.
@@ -30,6 +33,13 @@ variants (``--rounds``; round r starts with the other variant than round r - 1).
 computed inside ``gen`` (verl's reward loop runs while the rollouts finish; there is no
 ``timing_s/reward`` unless the reward is colocated). Before the first run the script waits for
 a quiet machine (1-minute load average below ``--max-load``), and samples the load during runs.
+
+On a shared VM the speed of the whole machine drifts by 20-35 % over minutes, so two runs of the
+same variant can differ more than the two variants do. Besides the pooled means, the report
+therefore gives per-round ratios (rounds are the independent samples; t intervals over them) and
+a drift-adjusted ratio: each round's step ratio divided by its ratio of ``CONTROL_PARTS``
+(``old_log_prob + ref + update_actor``, which do the same work in both variants). A fixed CPU
+probe timed before and after each run is recorded as a second sign of the machine's speed.
 
 The noise itself runs in the agent-loop worker and has no timer of its own: it is measured
 here in-process on the training images of the run (the same ``noisy_copies`` call the agent
@@ -607,6 +617,17 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator > 0 else None
 
 
+# Parts of the step that do the same work in both variants: same token counts and image sizes, the
+# actor sees the clean images in both, and no NoisyGRPO code runs in them. Their ratio between two
+# runs measures how much faster or slower the machine was, which the drift-adjusted ratio removes.
+CONTROL_PARTS = ("old_log_prob", "ref", "update_actor")
+
+
+def control_seconds(step: Mapping[str, Any]) -> float:
+    """Seconds of ``CONTROL_PARTS`` in one logged step."""
+    return sum(float(step.get(TIMING_PREFIX + part, 0.0)) for part in CONTROL_PARTS)
+
+
 def per_run_means(runs: Sequence[RunRecord], warmup: int) -> list[dict[str, Any]]:
     """Mean step time of every run after its warm-up: the run-to-run spread on this machine."""
     rows = []
@@ -618,6 +639,7 @@ def per_run_means(runs: Sequence[RunRecord], warmup: int) -> list[dict[str, Any]
                 "variant": run.variant,
                 "steps": len(steps),
                 "mean_step_s": statistics.fmean(float(step[STEP_KEY]) for step in steps),
+                "mean_control_s": statistics.fmean(control_seconds(step) for step in steps),
                 "first_step_s": float(run.steps[0][STEP_KEY]),
                 "run_wall_s": run.elapsed_s,
                 "load_1min_mean": run.load.get("mean"),
@@ -628,25 +650,30 @@ def per_run_means(runs: Sequence[RunRecord], warmup: int) -> list[dict[str, Any]
 
 
 def round_ratios(per_run: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """NoisyGRPO / GRPO mean step time within each round (two adjacent runs), raw and relative to the probe.
+    """NoisyGRPO / GRPO ratios within each round (two adjacent runs): step, control parts, step / control.
 
     Runs of the same variant differ by up to 20-35 % on this shared VM, so the rounds, not the steps,
-    are the independent samples: the interval is a t interval over the rounds' ratios (none with one round).
+    are the independent samples: intervals are t intervals over the rounds (none with one round).
+    ``drift_adjusted`` divides each round's step ratio by its control ratio (see ``CONTROL_PARTS``).
     """
-    rounds = sorted({row["round"] for row in per_run})
-    raw, relative = [], []
-    for round_index in rounds:
+    rows: dict[str, list[float]] = {"step": [], "control": [], "drift_adjusted": []}
+    for round_index in sorted({row["round"] for row in per_run}):
         pair = {row["variant"]: row for row in per_run if row["round"] == round_index}
         if set(pair) != set(VARIANTS):
             continue
-        raw.append(pair[NOISY]["mean_step_s"] / pair[GRPO]["mean_step_s"])
-        if pair[NOISY]["probe_ms"] and pair[GRPO]["probe_ms"]:
-            relative.append(raw[-1] * pair[GRPO]["probe_ms"] / pair[NOISY]["probe_ms"])
-    return {"step_ratio_per_round": raw, "step_ratio": _t_summary(raw), "probe_relative": _t_summary(relative)}
+        step = pair[NOISY]["mean_step_s"] / pair[GRPO]["mean_step_s"]
+        control = pair[NOISY]["mean_control_s"] / pair[GRPO]["mean_control_s"]
+        rows["step"].append(step)
+        rows["control"].append(control)
+        rows["drift_adjusted"].append(step / control)
+    return {"per_round": rows, **{name: _t_summary(values) for name, values in rows.items()}}
 
 
-# Two-sided 95 % quantiles of Student's t by degrees of freedom (1-10); 1.96 beyond.
-T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (1-20); 1.96 beyond (within 5 %).
+T_95 = {
+    **{1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23},
+    **{11: 2.20, 12: 2.18, 13: 2.16, 14: 2.14, 15: 2.13, 16: 2.12, 17: 2.11, 18: 2.10, 19: 2.09, 20: 2.09},
+}
 
 
 def _t_summary(values: Sequence[float]) -> dict[str, Any]:
@@ -794,7 +821,7 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
         "Noisy median s",
         "ratio med",
         "diff s",
-        "ratio 95% CI",
+        "95% CI (steps)",
     )
     return format_table(
         headers,
@@ -869,8 +896,9 @@ def step_target(comparison: Sequence[Mapping[str, Any]], rounds: Mapping[str, An
     per-round ratios, and ``resolved``: whether that interval lies wholly on one side of the threshold."""
     step = next(row for row in comparison if row["quantity"] == "step")
     value = step["ratio_mean"]
-    interval = (rounds or {}).get("step_ratio", {}).get("ci95")
+    interval = (rounds or {}).get("step", {}).get("ci95")
     resolved = None if interval is None else bool(interval[1] <= TARGET_RATIO or interval[0] > TARGET_RATIO)
+    adjusted = (rounds or {}).get("drift_adjusted", {})
     return {
         "name": step_target_name(),
         "threshold": TARGET_RATIO,
@@ -878,6 +906,9 @@ def step_target(comparison: Sequence[Mapping[str, Any]], rounds: Mapping[str, An
         "met": None if value is None else bool(value <= TARGET_RATIO),
         "ci95_rounds": interval,
         "resolved": resolved,
+        "drift_adjusted_value": adjusted.get("mean"),
+        "drift_adjusted_ci95": adjusted.get("ci95"),
+        "drift_adjusted_met": None if adjusted.get("mean") is None else bool(adjusted["mean"] <= TARGET_RATIO),
     }
 
 
@@ -889,19 +920,30 @@ def print_target(target: Mapping[str, Any]) -> None:
     if target.get("resolved") is False:
         spread += " (wider than the threshold: not resolved on this machine)"
     print(f"target: {target['name']}: {value} [{verdict}]{spread}")
+    if target.get("drift_adjusted_value") is not None:
+        adjusted_verdict = {True: "MET", False: "MISSED"}[target["drift_adjusted_met"]]
+        interval = target.get("drift_adjusted_ci95")
+        ci = "" if interval is None else f"; 95% interval over rounds {interval[0]:.3f}-{interval[1]:.3f}"
+        print(
+            f"        drift-adjusted (step / control parts): {target['drift_adjusted_value']:.3f} [{adjusted_verdict}]{ci}"
+        )
 
 
 def rounds_summary(rounds: Mapping[str, Any]) -> str:
-    """One line per statistic of the per-round NoisyGRPO / GRPO step-time ratios."""
+    """One line per statistic of the per-round NoisyGRPO / GRPO ratios."""
     lines = []
-    for label, key in (("raw", "step_ratio"), ("relative to the probe", "probe_relative")):
+    for label, key in (
+        ("step", "step"),
+        ("control parts (" + " + ".join(CONTROL_PARTS) + ")", "control"),
+        ("step / control (drift-adjusted)", "drift_adjusted"),
+    ):
         stats = rounds.get(key) or {}
         if not stats.get("n"):
             continue
         interval = stats["ci95"]
         ci = "-" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
         lines.append(
-            f"step ratio per round, {label}: mean {stats['mean']:.3f} over {stats['n']} round(s), "
+            f"ratio per round, {label}: mean {stats['mean']:.3f} over {stats['n']} round(s), "
             f"range {stats['min']:.3f}-{stats['max']:.3f}, 95% t interval {ci}"
         )
     return "\n".join(lines)
