@@ -65,7 +65,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,14 @@ BENCHMARK = "bench_step"
 NOISY = "noisygrpo"
 GRPO = "grpo"
 VARIANTS = (GRPO, NOISY)
+RECIPE_ENTRY = "recipe.noisygrpo.main_noisygrpo"
+# Runs of the step-alternating design (benchmarks/_alternating.py) are labelled alternating0/1 by parity.
+ALTERNATING = "alternating"
+# Logged by benchmarks._alternating.AlternatingTrainer on every step: 1.0 = NoisyGRPO step, 0.0 = GRPO step.
+ALTERNATING_VARIANT_METRIC = "bench/noisygrpo_step"
+# verl_ext.advantage.advantage_metrics logs noisygrpo/reward@noise_<level> for every level present in a step.
+REWARD_BY_LEVEL_PREFIX = "noisygrpo/reward@noise_"
+DESIGNS = ("both", "rounds", "alternating")
 
 # Target of the issue: NoisyGRPO's mean step time at most 1.05x vanilla GRPO's.
 TARGET_RATIO = 1.05
@@ -190,11 +198,16 @@ class StepBenchConfig:
         workdir: tiny model, data and per-run logs.
         quick: re-summarise the last full report instead of training.
         source_report: the full report ``--quick`` re-summarises.
+        design: ``rounds`` (separate runs per variant), ``alternating`` (variants take turns step by
+            step inside one run) or ``both``.
+        alternating_pairs: pairs of adjacent (NoisyGRPO, GRPO) steps measured per alternating run.
+        alternating_rounds: rounds of the alternating design; each is two runs, NoisyGRPO on odd
+            steps in one and on even steps in the other.
     """
 
     warmup: int = 2
     repeats: int = 10
-    rounds: int = 4
+    rounds: int = 2
     prompts_per_step: int = 2
     max_response_length: int = 24
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
@@ -206,6 +219,9 @@ class StepBenchConfig:
     workdir: str = str(DEFAULT_WORKDIR)
     quick: bool = False
     source_report: str = str(DEFAULT_FULL_REPORT)
+    design: str = "both"
+    alternating_pairs: int = 20
+    alternating_rounds: int = 2
 
 
 def demo_settings(config: StepBenchConfig):
@@ -460,6 +476,7 @@ class RunRecord:
     steps: list[dict[str, Any]] = field(default_factory=list)
     load: dict[str, Any] = field(default_factory=dict)
     probe_s: list[float] = field(default_factory=list)
+    parity: int | None = None  # alternating runs: the step parity on which NoisyGRPO ran
 
     def as_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -468,7 +485,11 @@ class RunRecord:
 
 
 def _is_step_field(key: str) -> bool:
-    return key == "step" or key.startswith(TIMING_PREFIX) or key in LENGTH_KEYS
+    return (
+        key in ("step", ALTERNATING_VARIANT_METRIC)
+        or key.startswith((TIMING_PREFIX, REWARD_BY_LEVEL_PREFIX))
+        or key in LENGTH_KEYS
+    )
 
 
 def run_order(rounds: int) -> list[tuple[int, str]]:
@@ -482,12 +503,56 @@ def run_order(rounds: int) -> list[tuple[int, str]]:
 
 def train_once(variant: str, round_index: int, config: StepBenchConfig, inputs: BenchInputs) -> RunRecord:
     """One training run of ``variant``; returns its record (steps read from verl's file log)."""
+    return _train(
+        variant,
+        round_index,
+        config,
+        inputs,
+        entry_module=RECIPE_ENTRY,
+        variant_overrides=VARIANT_OVERRIDES[variant],
+    )
+
+
+def train_alternating(parity: int, round_index: int, config: StepBenchConfig, inputs: BenchInputs) -> RunRecord:
+    """One run whose steps alternate the variants (:mod:`benchmarks._alternating`), NoisyGRPO on steps of ``parity``.
+
+    It takes ``warmup + 2 * alternating_pairs`` steps.
+    """
+    from benchmarks import _alternating
+
+    run_config = replace(config, repeats=2 * config.alternating_pairs)
+    label = f"{ALTERNATING}{parity}"
+    agent_loops = Path(config.workdir) / "runs" / f"round{round_index}_{label}" / "agent_loops.yaml"
+    agent_loops.parent.mkdir(parents=True, exist_ok=True)
+    agent_loops.write_text(_alternating.agent_loop_config_yaml(), encoding="utf-8")
+    return _train(
+        label,
+        round_index,
+        run_config,
+        inputs,
+        entry_module=_alternating.__name__,
+        variant_overrides=_alternating.run_overrides(str(agent_loops)),
+        extra_env={_alternating.PARITY_ENV: str(parity)},
+        parity=parity,
+    )
+
+
+def _train(
+    label: str,
+    round_index: int,
+    config: StepBenchConfig,
+    inputs: BenchInputs,
+    entry_module: str,
+    variant_overrides: Sequence[str],
+    extra_env: Mapping[str, str] | None = None,
+    parity: int | None = None,
+) -> RunRecord:
     from recipe.noisygrpo.demo.run_demo import demo_overrides, read_step_metrics
     from verl_ext.cpu.launch import run_on_cpu
     from verl_ext.cpu.overrides import cpu_overrides
 
     model_dir, data_files = inputs.model_dir, inputs.data_files
-    run_dir = Path(config.workdir) / "runs" / f"round{round_index}_{variant}"
+    run_dir = Path(config.workdir) / "runs" / f"round{round_index}_{label}"
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
@@ -495,23 +560,23 @@ def train_once(variant: str, round_index: int, config: StepBenchConfig, inputs: 
         *cpu_overrides(),
         *demo_overrides(model_dir, data_files, run_dir, demo_settings(config)),
         *shared_overrides(config),
-        *VARIANT_OVERRIDES[variant],
-        f"trainer.experiment_name=bench_step_{variant}",
+        *variant_overrides,
+        f"trainer.experiment_name=bench_step_{label}",
     ]
-    print(f"[bench_step] round {round_index}, {variant}: training ({run_dir / 'train.log'})", flush=True)
+    print(f"[bench_step] round {round_index}, {label}: training ({run_dir / 'train.log'})", flush=True)
     probe_before = machine_speed_probe()
     with LoadSampler() as sampler:
         result = run_on_cpu(
-            "recipe.noisygrpo.main_noisygrpo",
+            entry_module,
             overrides,
             workdir=run_dir,
             log_path=run_dir / "train.log",
-            extra_env={**run_env(config), "VERL_FILE_LOGGER_PATH": str(metrics_path)},
+            extra_env={**run_env(config), **(extra_env or {}), "VERL_FILE_LOGGER_PATH": str(metrics_path)},
             timeout_s=config.run_timeout_s,
         )
     steps = read_step_metrics(metrics_path) if metrics_path.exists() else []
     record = RunRecord(
-        variant=variant,
+        variant=label,
         round_index=round_index,
         returncode=result.returncode,
         elapsed_s=round(result.elapsed_s, 1),
@@ -520,14 +585,15 @@ def train_once(variant: str, round_index: int, config: StepBenchConfig, inputs: 
         steps=steps,
         load=sampler.summary(),
         probe_s=[probe_before, machine_speed_probe()],
+        parity=parity,
     )
     print(
-        f"[bench_step] round {round_index}, {variant}: exit {result.returncode} after {result.elapsed_s:.0f} s, "
+        f"[bench_step] round {round_index}, {label}: exit {result.returncode} after {result.elapsed_s:.0f} s, "
         f"{len(steps)} steps logged, 1-min load {record.load['mean']}",
         flush=True,
     )
     if result.returncode != 0 or len(steps) < config.warmup + config.repeats:
-        raise RuntimeError(f"{variant} run {round_index} failed (exit {result.returncode}); see {result.log_path}")
+        raise RuntimeError(f"{label} run {round_index} failed (exit {result.returncode}); see {result.log_path}")
     return record
 
 
@@ -686,6 +752,149 @@ def _t_summary(values: Sequence[float]) -> dict[str, Any]:
         half = T_95.get(len(values) - 1, Z_95) * statistics.stdev(values) / math.sqrt(len(values))
         interval = [mean - half, mean + half]
     return {"n": len(values), "mean": mean, "min": min(values), "max": max(values), "ci95": interval}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The step-alternating design (benchmarks/_alternating.py)
+
+
+def alternating_order(rounds: int) -> list[tuple[int, int]]:
+    """(round, parity) of the alternating runs in run order; the parity that goes first swaps every round."""
+    order = []
+    for round_index in range(rounds):
+        parities = (0, 1) if round_index % 2 == 0 else (1, 0)
+        order += [(round_index, parity) for parity in parities]
+    return order
+
+
+def alternating_step_variant(step: Mapping[str, Any], parity: int) -> str:
+    """The variant that ran logged step ``step`` of an alternating run with NoisyGRPO on steps of ``parity``."""
+    return NOISY if int(step["step"]) % 2 == parity else GRPO
+
+
+def expected_noise_levels() -> list[str]:
+    """The ``reward@noise_<level>`` suffixes a NoisyGRPO step logs: the recipe's four default levels."""
+    return [f"{level:.2f}" for level in (0.0, *NOISY_LEVELS)]
+
+
+def alternating_problems(runs: Sequence[RunRecord]) -> list[str]:
+    """Steps of alternating runs whose logs contradict their parity (empty when all is as designed).
+
+    Every step must log :data:`ALTERNATING_VARIANT_METRIC` as its variant (the trainer's estimator);
+    a NoisyGRPO step must log the reward at each of the four noise levels (the extents the agent
+    loop wrote), and a GRPO step must log none (verl's estimator ran).
+    """
+    problems = []
+    for run in runs:
+        for step in run.steps:
+            variant = alternating_step_variant(step, run.parity)
+            where = f"round {run.round_index}, parity {run.parity}, step {step['step']} ({variant})"
+            logged = step.get(ALTERNATING_VARIANT_METRIC)
+            if logged != float(variant == NOISY):
+                problems.append(f"{where}: logged {ALTERNATING_VARIANT_METRIC}={logged}")
+            levels = sorted(
+                key.removeprefix(REWARD_BY_LEVEL_PREFIX) for key in step if key.startswith(REWARD_BY_LEVEL_PREFIX)
+            )
+            expected = expected_noise_levels() if variant == NOISY else []
+            if levels != expected:
+                problems.append(f"{where}: rewards logged at noise levels {levels}, expected {expected}")
+    return problems
+
+
+def alternating_pairs(run: RunRecord, warmup: int) -> list[dict[str, Any]]:
+    """Adjacent measured steps (warmup + 1, warmup + 2), (warmup + 3, warmup + 4), ... of one alternating run.
+
+    Each pair has one step of each variant; ``log_ratio`` = ln(NoisyGRPO step s / GRPO step s).
+    """
+    by_step = {int(step["step"]): step for step in run.steps}
+    pairs = []
+    first = warmup + 1
+    while first in by_step and first + 1 in by_step:
+        one, other = by_step[first], by_step[first + 1]
+        noisy, grpo = (one, other) if alternating_step_variant(one, run.parity) == NOISY else (other, one)
+        pairs.append(
+            {
+                "steps": [first, first + 1],
+                "noisygrpo_s": float(noisy[STEP_KEY]),
+                "grpo_s": float(grpo[STEP_KEY]),
+                "log_ratio": math.log(float(noisy[STEP_KEY]) / float(grpo[STEP_KEY])),
+            }
+        )
+        first += 2
+    return pairs
+
+
+def balanced_pair_ratios(runs: Sequence[RunRecord], warmup: int) -> dict[str, Any]:
+    """NoisyGRPO / GRPO step-time ratio from the pairs of both parities of each round.
+
+    Pair k of the parity-0 run and pair k of the parity-1 run cover the same two steps, hence the
+    same two batches, with the variants swapped; the mean of their log ratios cancels the
+    difference between the batches (and any first-or-second-of-the-pair effect). Those means are
+    the samples: ``ratio`` is exp of their mean, ``ci95`` exp of its 95 % t interval.
+    """
+    samples = []
+    for round_index in sorted({run.round_index for run in runs}):
+        by_parity = {run.parity: alternating_pairs(run, warmup) for run in runs if run.round_index == round_index}
+        if set(by_parity) != {0, 1}:
+            continue
+        for even, odd in zip(by_parity[0], by_parity[1], strict=False):
+            samples.append((even["log_ratio"] + odd["log_ratio"]) / 2)
+    stats = _t_summary(samples)
+    return {
+        "n": stats["n"],
+        "log_ratios": samples,
+        "ratio": _exp_or_none(stats["mean"]),
+        "min": _exp_or_none(stats["min"]),
+        "max": _exp_or_none(stats["max"]),
+        "ci95": None if stats["ci95"] is None else [math.exp(bound) for bound in stats["ci95"]],
+    }
+
+
+def _exp_or_none(value: float | None) -> float | None:
+    return None if value is None else math.exp(value)
+
+
+def summarise_alternating(runs: Sequence[RunRecord], warmup: int) -> dict[str, Any]:
+    """Per-variant statistics over the measured steps of the alternating runs, the pairs and their ratio."""
+    parts = step_parts([step for run in runs for step in run.steps])
+    summaries = {
+        variant: summarise_variant(
+            [
+                step
+                for run in runs
+                for step in run.steps
+                if step["step"] > warmup and alternating_step_variant(step, run.parity) == variant
+            ],
+            parts,
+        )
+        for variant in VARIANTS
+    }
+    balanced = balanced_pair_ratios(runs, warmup)
+    return {
+        "parts": parts,
+        "summaries": summaries,
+        "comparison": compare(summaries, parts),
+        "pairs": [
+            {"round": run.round_index, "parity": run.parity, "pairs": alternating_pairs(run, warmup)} for run in runs
+        ],
+        "balanced_pairs": balanced,
+        "problems": alternating_problems(runs),
+        "target": alternating_target(balanced),
+    }
+
+
+def alternating_target(balanced: Mapping[str, Any]) -> dict[str, Any]:
+    """The issue's target on the balanced pair ratio; ``resolved``: its interval lies wholly on one side."""
+    value, interval = balanced["ratio"], balanced["ci95"]
+    return {
+        "name": f"{step_target_name()}, steps alternating within one run",
+        "threshold": TARGET_RATIO,
+        "value": value,
+        "met": None if value is None else bool(value <= TARGET_RATIO),
+        "ci95": interval,
+        "interval_over": f"{balanced['n']} balanced step pairs",
+        "resolved": None if interval is None else bool(interval[1] <= TARGET_RATIO or interval[0] > TARGET_RATIO),
+    }
 
 
 def length_check(summaries: Mapping[str, Mapping[str, Any]], config: StepBenchConfig) -> dict[str, Any]:
@@ -915,8 +1124,9 @@ def step_target(comparison: Sequence[Mapping[str, Any]], rounds: Mapping[str, An
 def print_target(target: Mapping[str, Any]) -> None:
     value = "not evaluated" if target["value"] is None else f"{target['value']:.3f}"
     verdict = {True: "MET", False: "MISSED", None: "-"}[target["met"]]
-    interval = target.get("ci95_rounds")
-    spread = "" if interval is None else f"; 95% interval over rounds {interval[0]:.3f}-{interval[1]:.3f}"
+    interval = target.get("ci95_rounds") or target.get("ci95")
+    over = target.get("interval_over", "rounds")
+    spread = "" if interval is None else f"; 95% interval over {over} {interval[0]:.3f}-{interval[1]:.3f}"
     if target.get("resolved") is False:
         spread += " (wider than the threshold: not resolved on this machine)"
     print(f"target: {target['name']}: {value} [{verdict}]{spread}")
@@ -961,7 +1171,7 @@ def _timed_phase(label: str) -> Iterator[None]:
 
 
 def run_full(config: StepBenchConfig) -> dict[str, Any]:
-    """Wait for a quiet machine, train both variants in alternating runs, summarise; returns the report."""
+    """Wait for a quiet machine, train the designs' runs, summarise; returns the report."""
     started = time.perf_counter()
     configure_threads(config.threads)
     report = report_header(BENCHMARK, asdict(config))
@@ -972,15 +1182,35 @@ def run_full(config: StepBenchConfig) -> dict[str, Any]:
     report["overrides"] = {"shared": shared_overrides(config), **VARIANT_OVERRIDES}
     report["quiet_wait"] = wait_for_quiet_machine(config.max_load, config.load_wait_s)
     report["load_average_before_runs"] = load_average()
-    runs = [train_once(variant, round_index, config, inputs) for round_index, variant in run_order(config.rounds)]
+    runs, targets = [], []
+    if config.design in ("both", ALTERNATING):
+        alternating_runs = [
+            train_alternating(parity, round_index, config, inputs)
+            for round_index, parity in alternating_order(config.alternating_rounds)
+        ]
+        runs += alternating_runs
+        report["alternating"] = summarise_alternating(alternating_runs, config.warmup)
+        targets.append(report["alternating"]["target"])
+    if config.design in ("both", "rounds"):
+        separate_runs = [
+            train_once(variant, round_index, config, inputs) for round_index, variant in run_order(config.rounds)
+        ]
+        runs += separate_runs
+        predicted = predicted_prompt_length_means(inputs, config.prompts_per_step, config.warmup + config.repeats)
+        report.update(summarise_runs(separate_runs, config, predicted))
+        targets += report.pop("targets")
+    report["targets"] = targets
     report["load_average_after_runs"] = load_average()
     report["runs"] = [run.as_dict() for run in runs]
-    predicted = predicted_prompt_length_means(inputs, config.prompts_per_step, config.warmup + config.repeats)
-    report.update(summarise_runs(runs, config, predicted))
+    report["per_run_all"] = per_run_means(runs, config.warmup)
     with _timed_phase("noise in-process"):
         report["noise"] = noise_cost(training_images(inputs.data_files["train"]), config.prompts_per_step)
     report["noise_paper_estimate"] = paper_noise_estimate(BENCH_NOISE_REPORT)
     print_report(report)
+    problems = report.get("alternating", {}).get("problems")
+    if problems:
+        finish_report(report, started)
+        raise RuntimeError("alternating runs did not alternate as designed:\n  " + "\n  ".join(problems[:20]))
     return finish_report(report, started)
 
 
@@ -1014,21 +1244,46 @@ def summarise_runs(
 def print_report(report: Mapping[str, Any]) -> None:
     """The tables of a full report (also what ``--quick`` re-prints)."""
     config = report["config"]
-    steps = report["summaries"][GRPO]["steps"]
-    title = (
-        f"NoisyGRPO vs GRPO, seconds per training step: mean/median of {steps} steps per variant "
-        f"({config['rounds']} run(s) x {config['repeats']} steps after {config['warmup']} warm-up)"
-    )
-    print(comparison_table(report["comparison"], title))
-    print()
-    print(runs_table(report["per_run"]))
+    alternating = report.get("alternating")
+    if alternating:
+        steps = alternating["summaries"][GRPO]["steps"]
+        rounds = config.get("alternating_rounds", 1)
+        title = (
+            f"Design 1, steps alternating within a run: NoisyGRPO vs GRPO, seconds per training step, mean/median "
+            f"of {steps} steps per variant ({2 * rounds} run(s), NoisyGRPO on odd steps in half of them, on even "
+            f"steps in the others; {config['warmup']} warm-up steps dropped per run)"
+        )
+        print(comparison_table(alternating["comparison"], title))
+        balanced = alternating["balanced_pairs"]
+        if balanced["n"]:
+            interval = _interval_cell(balanced["ci95"])
+            print(
+                f"balanced step pairs: NoisyGRPO / GRPO {balanced['ratio']:.3f} (geometric mean of {balanced['n']}, "
+                f"range {balanced['min']:.3f}-{balanced['max']:.3f}, 95% t interval {interval})"
+            )
+        if alternating.get("problems"):
+            print("PROBLEMS:\n  " + "\n  ".join(alternating["problems"][:20]))
+        print()
+    if report.get("summaries"):
+        steps = report["summaries"][GRPO]["steps"]
+        title = (
+            f"{'Design 2, separate runs: ' if alternating else ''}NoisyGRPO vs GRPO, seconds per training step: "
+            f"mean/median of {steps} steps per variant ({config['rounds']} run(s) x {config['repeats']} steps after "
+            f"{config['warmup']} warm-up)"
+        )
+        print(comparison_table(report["comparison"], title))
+        print()
+    per_run = report.get("per_run_all") or report.get("per_run")
+    if per_run:
+        print(runs_table(per_run))
     if report.get("rounds"):
         print(rounds_summary(report["rounds"]))
-    lengths = report["lengths"]
-    print(
-        f"\nresponse length mean: {lengths['response_length_mean']}, prompt length mean: "
-        f"{lengths['prompt_length_mean']}, identical: {lengths['identical']}"
-    )
+    lengths = report.get("lengths")
+    if lengths:
+        print(
+            f"\nresponse length mean: {lengths['response_length_mean']}, prompt length mean: "
+            f"{lengths['prompt_length_mean']}, identical: {lengths['identical']}"
+        )
     if report.get("noise"):
         print()
         print(noise_table(report["noise"], report.get("noise_paper_estimate")))
@@ -1053,10 +1308,10 @@ def run_quick(config: StepBenchConfig) -> dict[str, Any]:
         )
         print_report(full)
         report["source_report"] = {"path": str(source), "created_utc": full["created_utc"]}
-        report["comparison"] = full["comparison"]
-        report["lengths"] = full["lengths"]
+        for key in ("comparison", "lengths", "rounds", "alternating"):
+            if full.get(key) is not None:
+                report[key] = full[key]
         report["targets"] = full["targets"]
-        report["rounds"] = full.get("rounds")
     else:
         print(f"[bench_step] --quick runs no training, and there is no full report at {source} to re-summarise.")
         report["source_report"] = None
@@ -1116,7 +1371,30 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[StepBenchConfig, Pa
     add_common_arguments(parser)
     _describe_common_options(parser)
     defaults = StepBenchConfig()
-    parser.add_argument("--rounds", type=positive_int, default=defaults.rounds, help="runs per variant (alternating)")
+    parser.add_argument(
+        "--design",
+        choices=DESIGNS,
+        default=defaults.design,
+        help="alternating: variants take turns step by step within a run; rounds: separate runs per variant; both",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=defaults.rounds,
+        help="separate runs per variant (their order alternates)",
+    )
+    parser.add_argument(
+        "--alternating-pairs",
+        type=positive_int,
+        default=defaults.alternating_pairs,
+        help="measured (NoisyGRPO, GRPO) step pairs per alternating run",
+    )
+    parser.add_argument(
+        "--alternating-rounds",
+        type=positive_int,
+        default=defaults.alternating_rounds,
+        help="rounds of the alternating design (two runs each: NoisyGRPO on odd, then on even steps)",
+    )
     parser.add_argument("--prompts-per-step", type=positive_int, default=defaults.prompts_per_step)
     parser.add_argument("--max-response-length", type=positive_int, default=defaults.max_response_length)
     parser.add_argument("--poll-interval", type=float, default=defaults.poll_interval_s, help="replay-buffer poll (s)")
@@ -1141,6 +1419,9 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[StepBenchConfig, Pa
         workdir=str(args.workdir.resolve()),
         quick=args.quick,
         source_report=str(args.source_report.resolve()),
+        design=args.design,
+        alternating_pairs=args.alternating_pairs,
+        alternating_rounds=args.alternating_rounds,
     )
     return config, args.output or default_output_path(BENCHMARK, args.quick)
 

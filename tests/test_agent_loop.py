@@ -440,3 +440,33 @@ def test_noise_config_defaults_and_errors_name_the_key():
     for key, section in bad_sections.items():
         with pytest.raises(ValueError, match=re.escape(key)):
             NoiseConfig.from_config(section)
+
+
+async def test_benchmark_alternating_loop_noises_only_the_noisygrpo_steps(
+    tiny_qwen25vl_dir, data_files, fake_tq, monkeypatch, tmp_path
+):
+    """bench_step's alternating runs, through the same worker path: the benchmark's dataset routes training rows
+    to its loop (registered from an agent-loop config file), which noises the group on NoisyGRPO steps only."""
+    from benchmarks import _alternating
+
+    monkeypatch.setenv(_alternating.PARITY_ENV, "1")  # NoisyGRPO on odd steps
+    loops = tmp_path / "agent_loops.yaml"
+    loops.write_text(_alternating.agent_loop_config_yaml())
+    config = trainer_config(tiny_qwen25vl_dir, data_files, *_alternating.run_overrides(str(loops)))
+    row = dataset(config, is_train=True)[0]
+    assert row["agent_name"] == _alternating.AGENT_NAME
+    clean = image_bytes((await clean_images(row, config))[0])
+    server = FakeRolloutServer()
+    worker = make_worker(config, server)
+
+    for step, noisy in ((3, True), (4, False)):
+        server.requests.clear()
+        fake_tq.fields.clear()
+        await run_prompts(worker, [row], global_steps=step)
+        extents = sorted(fields["extra_fields"]["noise_extent"] for fields in fake_tq.fields.values())
+        received = [image_bytes(request["image_data"][0]) for request in server.requests]
+        assert len(received) == len(LEVELS)
+        if noisy:
+            assert extents == pytest.approx(LEVELS) and len(set(received)) == len(LEVELS) and clean in received
+        else:
+            assert extents == [0.0] * len(LEVELS) and set(received) == {clean}

@@ -211,3 +211,47 @@ def test_bench_step_summarises_runs_and_quick_reprints_them(tmp_path: Path) -> N
     noise = report["noise"]
     assert noise["images"] == 64 and noise["per_step_ms"] > 0
     assert set(noise["per_image_ms_best"]) == {"0.3", "0.6", "0.9"}
+
+
+def test_bench_step_alternating_pairs_cancel_batch_differences() -> None:
+    """Made-up alternating runs: every step's batch has its own cost, NoisyGRPO steps cost 6 % more; the balanced
+    pair ratio recovers 1.06 exactly, and logs that contradict a run's parity are reported."""
+    from benchmarks import bench_step
+
+    batch_cost = {step: 1.5 + 0.1 * (step % 5) for step in range(1, 12)}  # differs from step to step
+    levels = {f"noisygrpo/reward@noise_{level}": 0.0 for level in bench_step.expected_noise_levels()}
+
+    def run(parity: int, round_index: int = 0) -> Any:
+        steps = []
+        for step in range(1, 12):
+            noisy = step % 2 == parity
+            seconds = batch_cost[step] * (1.06 if noisy else 1.0)
+            steps.append(
+                {
+                    "step": step,
+                    "timing_s/step": seconds,
+                    "timing_s/gen": seconds / 2,
+                    bench_step.ALTERNATING_VARIANT_METRIC: float(noisy),
+                    **(levels if noisy else {}),
+                }
+            )
+        return bench_step.RunRecord("alternating", round_index, 0, 60.0, [], "run.log", steps, parity=parity)
+
+    runs = [run(0), run(1)]
+    summary = bench_step.summarise_alternating(runs, warmup=1)
+    assert summary["problems"] == []
+    balanced = summary["balanced_pairs"]
+    assert balanced["n"] == 5 and math.isclose(balanced["ratio"], 1.06) and math.isclose(balanced["min"], 1.06)
+    assert all(math.isclose(bound, 1.06) for bound in balanced["ci95"])
+    # Within one run the batches differ, so a single run's pairs do not give 1.06.
+    assert not all(math.isclose(math.exp(pair["log_ratio"]), 1.06) for pair in summary["pairs"][0]["pairs"])
+    assert summary["summaries"]["grpo"]["steps"] == summary["summaries"]["noisygrpo"]["steps"] == 10
+    assert summary["target"]["met"] is False and summary["target"]["resolved"] is True
+    assert bench_step.alternating_order(2) == [(0, 0), (0, 1), (1, 1), (1, 0)]
+
+    broken = run(1)
+    broken.steps[4][bench_step.ALTERNATING_VARIANT_METRIC] = 1.0  # step 5 is NoisyGRPO with parity 1: fine
+    broken.steps[5][bench_step.ALTERNATING_VARIANT_METRIC] = 1.0  # step 6 should be GRPO
+    del broken.steps[6]["noisygrpo/reward@noise_0.90"]  # step 7 lost a level
+    problems = bench_step.alternating_problems([broken])
+    assert len(problems) == 2 and "step 6" in problems[0] and "step 7" in problems[1]

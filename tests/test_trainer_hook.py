@@ -163,3 +163,47 @@ def test_advantage_log_records_what_verl_stored(store, tmp_path):
         assert record["noise_extent"] == pytest.approx(float(extents[row]))
         assert record["advantage"] == pytest.approx(float(store.rows[key]["advantages"][0]))
         assert record["advantage"] == pytest.approx(float(expected[row]), abs=1e-5)
+
+
+def test_benchmark_alternating_trainer_runs_each_steps_estimator(store, monkeypatch):
+    """benchmarks._alternating.AlternatingTrainer: the Bayesian advantage on NoisyGRPO steps, verl's grpo on the others."""
+    from benchmarks import _alternating
+
+    monkeypatch.setenv(_alternating.PARITY_ENV, "1")  # NoisyGRPO on odd steps
+    keys, scores, extents, uids = fill_store(store, num_groups=3, seed=5)
+    trainer = _alternating.AlternatingTrainer.__new__(_alternating.AlternatingTrainer)
+    trainer.config = make_trainer().config
+    bayesian, _ = bayesian_advantage(scores, extents, uids)
+
+    trainer.global_steps = 3
+    metrics = {}
+    trainer._compute_advantage(batch_meta(keys), metrics)
+    got = torch.stack([store.rows[k]["advantages"][0] for k in keys])
+    torch.testing.assert_close(got, bayesian.float(), atol=1e-5, rtol=0)
+    assert metrics[_alternating.VARIANT_METRIC] == 1.0 and "noisygrpo/kalman_gain_mean" in metrics
+
+    trainer.global_steps = 4
+    metrics = {}
+    trainer._compute_advantage(batch_meta(keys), metrics)
+    got = torch.stack([store.rows[k]["advantages"][0] for k in keys])
+    grouped = {}
+    for score, uid in zip(scores.tolist(), uids, strict=True):
+        grouped.setdefault(uid, []).append(score)
+    expected = [
+        (score - np.mean(grouped[uid])) / (np.std(grouped[uid], ddof=1) + 1e-6)
+        for score, uid in zip(scores.tolist(), uids, strict=True)
+    ]
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float32), atol=1e-5, rtol=0)
+    assert metrics[_alternating.VARIANT_METRIC] == 0.0
+    assert not any(name.startswith("noisygrpo/") for name in metrics)
+
+
+def test_benchmark_alternating_parity_must_be_set(monkeypatch):
+    from benchmarks import _alternating
+
+    monkeypatch.delenv(_alternating.PARITY_ENV, raising=False)
+    with pytest.raises(RuntimeError, match=_alternating.PARITY_ENV):
+        _alternating.noisy_parity()
+    monkeypatch.setenv(_alternating.PARITY_ENV, "2")
+    with pytest.raises(RuntimeError, match="0 or 1"):
+        _alternating.noisy_parity()

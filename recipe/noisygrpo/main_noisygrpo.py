@@ -20,17 +20,17 @@ from recipe.noisygrpo.validation import validate_noisygrpo_config
 def validate(config: DictConfig) -> None:
     """NoisyGRPO's checks first (cheap, precise messages), then verl's own."""
     validate_noisygrpo_config(config)
-    validate_config(
-        config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
-    )
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
 
 
-def run_noisygrpo(config: DictConfig) -> None:
-    from recipe.noisygrpo.trainer import NoisyGRPOTaskRunner
+def run_noisygrpo(config: DictConfig, task_runner_class=None) -> None:
+    """Validate ``config`` and train; ``task_runner_class``: a Ray actor class (default: the recipe's)."""
+    if task_runner_class is None:
+        from recipe.noisygrpo.trainer import NoisyGRPOTaskRunner as task_runner_class
 
     auto_set_device(config)
     validate(config)
-    run_ppo(config, task_runner_class=NoisyGRPOTaskRunner)
+    run_ppo(config, task_runner_class=task_runner_class)
 
 
 @hydra.main(config_path="config", config_name="noisygrpo_trainer", version_base=None)

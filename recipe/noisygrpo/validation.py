@@ -40,7 +40,9 @@ def check_v1_sync_trainer(config: DictConfig) -> str | None:
         return "trainer.use_v1 must be true: NoisyGRPO runs on verl's v1 trainer (set trainer.use_v1=true)."
     mode = config.trainer.v1.get("trainer_mode")
     if mode != "sync":
-        return f"trainer.v1.trainer_mode is {mode!r}; NoisyGRPO supports only 'sync' (set trainer.v1.trainer_mode=sync)."
+        return (
+            f"trainer.v1.trainer_mode is {mode!r}; NoisyGRPO supports only 'sync' (set trainer.v1.trainer_mode=sync)."
+        )
     return None
 
 
