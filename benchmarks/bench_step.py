@@ -25,21 +25,31 @@ Settings shared by both, so that they differ only by our additions:
   (:class:`FinePollReplayBuffer`) instead of verl's fixed 2 s, which would round every
   ``timing_s/gen`` up to a multiple of 2 s and drown a 5 % difference.
 
-Each run takes ``--warmup`` + ``--repeats`` steps; the first ``--warmup`` steps (compile and
-allocator warm-up) are dropped, and verl's per-step timings (``timing_s/step`` and its parts
+A separate run takes ``--warmup`` + ``--repeats`` steps, an alternating one ``--warmup`` + 2 x
+``--alternating-pairs``; the first ``--warmup`` steps (compile and allocator warm-up) are dropped,
+and verl's per-step timings (``timing_s/step`` and its parts
 ``gen``, ``old_log_prob``, ``ref``, ``adv``, ``update_actor``, ``update_weights``, plus ``other``:
-the rest of the step) are averaged over the remaining steps. Runs alternate between the
-variants (``--rounds``; round r starts with the other variant than round r - 1). The reward is
+the rest of the step) are averaged over the remaining steps. The reward is
 computed inside ``gen`` (verl's reward loop runs while the rollouts finish; there is no
 ``timing_s/reward`` unless the reward is colocated). Before the first run the script waits for
 a quiet machine (1-minute load average below ``--max-load``), and samples the load during runs.
 
-On a shared VM the speed of the whole machine drifts by 20-35 % over minutes, so two runs of the
-same variant can differ more than the two variants do. Besides the pooled means, the report
-therefore gives per-round ratios (rounds are the independent samples; t intervals over them) and
-a drift-adjusted ratio: each round's step ratio divided by its ratio of ``CONTROL_PARTS``
-(``old_log_prob + ref + update_actor``, which do the same work in both variants). A fixed CPU
-probe timed before and after each run is recorded as a second sign of the machine's speed.
+Two designs (``--design``: ``alternating``, the default, ``rounds`` or ``both``):
+
+* **alternating** (the one the target is judged on): the variants take turns step by step inside
+  one run (:mod:`benchmarks._alternating`: the recipe's agent loop and trainer, with noise and the
+  Bayesian estimator on the steps of one parity only). Each round is two runs, NoisyGRPO on odd
+  steps in one and on even steps in the other; pair k of the two runs covers the same two
+  batches with the variants swapped, so the mean of the two log ratios cancels the batch
+  difference, and adjacent steps see the same machine speed. ``--alternating-pairs`` pairs per
+  run, ``--alternating-rounds`` rounds; 95 % t interval over those balanced pairs.
+* **rounds**: separate runs per variant (``--rounds`` runs each; round r starts with the other
+  variant than round r - 1). On a shared VM the speed of the whole machine drifts by 20-35 %
+  over minutes, so two runs of the same variant can differ more than the two variants do.
+  Besides the pooled means, the report gives per-round ratios (t intervals over rounds) and a
+  drift-adjusted ratio: each round's step ratio divided by its ratio of ``CONTROL_PARTS``
+  (``old_log_prob + ref + update_actor``, which do the same work in both variants). A fixed CPU
+  probe timed before and after each run is recorded as a second sign of the machine's speed.
 
 The noise itself runs in the agent-loop worker and has no timer of its own: it is measured
 here in-process on the training images of the run (the same ``noisy_copies`` call the agent
@@ -48,7 +58,8 @@ loop makes), and extrapolated to the paper's image sizes from ``results/bench_no
 ``--quick`` runs no training (one CPU run needs 80-100 s just to start Ray and import
 everything): it re-prints the figures of the last full report (``results/bench_step.json``),
 saying so, and repeats the in-process noise measurement. Usage:
-``python -m benchmarks.bench_step [--quick] [--rounds R] [--warmup W] [--repeats N]``.
+``python -m benchmarks.bench_step [--quick] [--design D] [--alternating-pairs P] [--alternating-rounds A]
+[--rounds R] [--warmup W] [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -219,8 +230,8 @@ class StepBenchConfig:
     workdir: str = str(DEFAULT_WORKDIR)
     quick: bool = False
     source_report: str = str(DEFAULT_FULL_REPORT)
-    design: str = "both"
-    alternating_pairs: int = 20
+    design: str = ALTERNATING
+    alternating_pairs: int = 40
     alternating_rounds: int = 2
 
 
