@@ -1272,6 +1272,13 @@ def print_report(report: Mapping[str, Any]) -> None:
                 f"balanced step pairs: NoisyGRPO / GRPO {balanced['ratio']:.3f} (geometric mean of {balanced['n']}, "
                 f"range {balanced['min']:.3f}-{balanced['max']:.3f}, 95% t interval {interval})"
             )
+        means = {variant: alternating["summaries"][variant]["means"] for variant in VARIANTS}
+        print(
+            "response length mean: "
+            + ", ".join(f"{variant} {means[variant].get('response_length/mean')}" for variant in VARIANTS)
+            + "; prompt length mean: "
+            + ", ".join(f"{variant} {means[variant].get('prompt_length/mean')}" for variant in VARIANTS)
+        )
         if alternating.get("problems"):
             print("PROBLEMS:\n  " + "\n  ".join(alternating["problems"][:20]))
         print()
