@@ -292,6 +292,9 @@ def test_ctrl_c_during_a_parallel_run_leaves_no_output(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited "ignore"; give the
+        # child the default disposition so that it gets the KeyboardInterrupt a user's Ctrl-C gives.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     partial = out / ".train.parquet.partial"
     deadline = time.monotonic() + 60
