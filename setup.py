@@ -11,7 +11,8 @@ INSTALL_REQUIRES = [
     "transformers==5.9.0",
     "hydra-core",
     "ray[default]>=2.41",
-    "pillow",
+    # >= 11.2.1: Arrow export and Image.fromarrow (verl_ext.noise works on Pillow's pixel memory).
+    "pillow>=11.2.1",
     "qwen-vl-utils",
     "numpy>=2.0",
     "pyarrow>=19.0.0",

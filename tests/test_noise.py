@@ -303,6 +303,67 @@ def test_rgb_noise_differs_between_channels_and_rollouts():
 
 
 # ---------------------------------------------------------------------------------------------------
+# Storage path: the 8-bit lookup on Pillow's own pixel memory (RGB and L)
+
+
+@pytest.fixture
+def small_pillow_blocks():
+    """Pillow keeps images larger than its block size in several blocks, which Arrow cannot export."""
+    saved = Image.core.get_block_size()
+    Image.core.set_block_size(4096)
+    yield
+    Image.core.set_block_size(saved)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_storage_path_reads_pillow_memory_without_unpacking(mode, monkeypatch):
+    def unpack(image):
+        raise AssertionError("a single-block image must be read through Arrow, not unpacked")
+
+    monkeypatch.setattr(noise, "_packed_storage_bytes", unpack)
+    clean = image_of_mode(mode, 64, 48)
+    noisy = add_noise(clean, 0.6, seed=5)
+    assert noisy.mode == mode and np.asarray(noisy).shape == np.asarray(clean).shape
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_multi_block_images_get_the_same_noise_as_single_block_ones(mode, small_pillow_blocks):
+    clean_bytes = image_of_mode(mode, 96, 80, seed=3).tobytes()
+    split = Image.frombytes(mode, (96, 80), clean_bytes)  # 96 * 4 bytes a row, 30 KiB: several 4 KiB blocks
+    with pytest.raises(ValueError):
+        noise.pa.array(split)
+    noisy_split = add_noise(split, 0.6, seed=21)
+    Image.core.set_block_size(1 << 24)
+    whole = Image.frombytes(mode, (96, 80), clean_bytes)
+    noisy_whole = add_noise(whole, 0.6, seed=21)
+    assert noisy_split.tobytes() == noisy_whole.tobytes()
+    assert noisy_whole.tobytes() != clean_bytes
+
+
+def test_storage_path_result_behaves_like_an_ordinary_rgb_image():
+    import gc
+    import pickle
+
+    clean = image_of_mode("RGB", 40, 30)
+    noisy = add_noise(clean, 0.9, seed=12)
+    expected = np.asarray(noisy).copy()
+    gc.collect()
+    np.full(40 * 30 * 4 * 64, 7, dtype=np.uint8)  # reuse freed memory, if the buffer had been freed
+    np.testing.assert_array_equal(np.asarray(noisy), expected)
+    assert np.asarray(noisy).shape == (30, 40, 3)
+    assert (np.asarray(noisy.convert("RGBA"))[..., 3] == 255).all()
+    assert pickle.loads(pickle.dumps(noisy)).tobytes() == noisy.tobytes()
+    np.testing.assert_array_equal(
+        np.asarray(noisy.resize((20, 15))), np.asarray(Image.fromarray(expected).resize((20, 15)))
+    )
+    # Read-only storage is copied on the first in-place change; the first result is not touched.
+    edited = noisy.copy()
+    noisy.putpixel((0, 0), (1, 2, 3))
+    assert noisy.getpixel((0, 0)) == (1, 2, 3)
+    np.testing.assert_array_equal(np.asarray(edited), expected)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Validation
 
 

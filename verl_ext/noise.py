@@ -23,7 +23,8 @@ Two samplers give the same per-value law:
   share only ``shift``, which correlates them by < 1e-4 and moves an image's mean grey level by at
   most 1 level. One table lookup per value and no float normals (drawing 1536 * 1536 * 3 of those
   takes longer than this whole path) makes it > 5x faster than a ToTensor/randn/ToPILImage
-  implementation on one thread.
+  implementation on one thread. On RGB and L images it runs on Pillow's own pixel memory (see
+  "Storage path" below), so the image is neither unpacked into a numpy array nor packed back.
 
 Everything random is a function of an integer seed; ``rollout_noise_seed`` derives the seed of one
 rollout from (sample seed, rollout index, step) so a resumed run reproduces its noise.
@@ -214,6 +215,48 @@ def _gaussian_uint8(values: np.ndarray, noise_extent: float, rng: np.random.Gene
 
 _UINT8_FAST_PATHS["gaussian"] = _gaussian_uint8
 
+
+# Storage path. Pillow keeps an RGB image as 4 bytes per pixel (R, G, B and a padding byte it never
+# reads back) and an L image as 1. Unpacking RGB into a packed (H, W, 3) array and packing the result
+# back are two passes over the image that together cost as much as the whole lookup at 1536^2. Pillow
+# (>= 11.2.1) exports and imports that memory through the Arrow C data interface without a copy, so an
+# 8-bit fast path, which treats every byte alike, runs on the storage itself: the padding bytes go
+# through the lookup with the colour bytes, and Pillow ignores them (tobytes, numpy, convert, resize).
+_STORAGE_BYTES_PER_PIXEL = {"RGB": 4, "L": 1}
+
+
+def _storage_bytes(image: Image.Image) -> np.ndarray:
+    """uint8 (H * W * bytes per pixel,) of Pillow's pixel storage: a read-only view, or a copy in the same layout."""
+    try:
+        exported = pa.array(image)
+    except ValueError:
+        # Pillow splits large images (> its 16 MiB block size) into blocks, which one Arrow buffer cannot
+        # describe; the same layout is built instead, so the noise of an image does not depend on how it is stored.
+        return _packed_storage_bytes(image)
+    if pa.types.is_fixed_size_list(exported.type):
+        exported = exported.flatten()
+    return exported.to_numpy(zero_copy_only=True)
+
+
+def _packed_storage_bytes(image: Image.Image) -> np.ndarray:
+    packed = np.asarray(image)
+    bytes_per_pixel = _STORAGE_BYTES_PER_PIXEL[image.mode]
+    if bytes_per_pixel == 1:
+        return packed.reshape(-1)
+    storage = np.full((image.height, image.width, bytes_per_pixel), 255, dtype=np.uint8)
+    storage[:, :, : packed.shape[2]] = packed
+    return storage.reshape(-1)
+
+
+def _image_from_storage_bytes(mode: str, size: tuple[int, int], storage: np.ndarray) -> Image.Image:
+    """Image over ``storage`` (uint8, Pillow's layout of ``mode``) without a copy; read-only, copied on first write."""
+    values = pa.array(storage)
+    bytes_per_pixel = _STORAGE_BYTES_PER_PIXEL[mode]
+    if bytes_per_pixel > 1:
+        values = pa.FixedSizeListArray.from_arrays(values, bytes_per_pixel)
+    return Image.fromarrow(values, mode, size)
+
+
 # The same law drawn as independent float32 normals for every value, also on 8-bit images: the
 # reference's sampler, for users who want i.i.d. noise over the ~3x speed of the stratified path.
 register_noise_kind("gaussian_iid")(gaussian_noise)
@@ -354,7 +397,9 @@ def add_noise(image: Image.Image, extent: float, *, kind: str = "gaussian", seed
     """Return a noisy copy of ``image`` with the same size and mode; a function of (image, extent, kind, seed).
 
     extent: noise extent in [0, 1] (0 returns an identical copy). kind: a key of ``NOISE_KINDS``.
-    Colour channels get noise; alpha is kept. Supported modes: ``SUPPORTED_MODES``.
+    Colour channels get noise; alpha is kept. Supported modes: ``SUPPORTED_MODES``. With kind
+    ``gaussian`` an RGB or L result wraps its own new buffer without a copy, so Pillow marks it
+    read-only and copies it on the first in-place change (as for ``Image.frombuffer``).
     """
     _noise_kind(kind)
     noise_extent = _checked_extent(extent, name="extent")
@@ -367,10 +412,16 @@ def add_noise(image: Image.Image, extent: float, *, kind: str = "gaussian", seed
     if noise_extent == 0.0 or image.width == 0 or image.height == 0:
         return image.copy()
 
-    def channel_noise(values: np.ndarray, max_value: float, rounded: bool) -> np.ndarray:
-        return _noisy_channels(values, max_value, rounded, kind=kind, noise_extent=noise_extent, rng=rng)
+    fast_path = _UINT8_FAST_PATHS.get(kind)
+    if fast_path is not None and image.mode in _STORAGE_BYTES_PER_PIXEL:
+        noisy_storage = fast_path(_storage_bytes(image), noise_extent, rng)
+        noisy = _image_from_storage_bytes(image.mode, image.size, noisy_storage)
+    else:
 
-    noisy = _MODE_HANDLERS[image.mode](image, channel_noise)
+        def channel_noise(values: np.ndarray, max_value: float, rounded: bool) -> np.ndarray:
+            return _noisy_channels(values, max_value, rounded, kind=kind, noise_extent=noise_extent, rng=rng)
+
+        noisy = _MODE_HANDLERS[image.mode](image, channel_noise)
     noisy.info.update(image.info)
     return noisy
 
