@@ -32,6 +32,7 @@ rollout from (sample seed, rollout index, step) so a resumed run reproduces its 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -271,29 +272,32 @@ def _noise_kind(kind: str) -> NoiseKind:
 # ---------------------------------------------------------------------------------------------------
 # Modes: how the colour channels of each PIL mode are read, scaled and written back.
 
-ChannelNoise = Callable[[np.ndarray, float, bool], np.ndarray]
-"""(values (H, W, C) of the mode's dtype, max_value, rounded) -> noisy values, same shape and dtype."""
 
+@dataclasses.dataclass(frozen=True)
+class ChannelNoise:
+    """The noise of one ``add_noise`` call, as the mode handlers apply it to colour values."""
 
-def _noisy_channels(
-    values: np.ndarray,
-    max_value: float,
-    rounded: bool,
-    *,
-    kind: str,
-    noise_extent: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    fast_path = _UINT8_FAST_PATHS.get(kind)
-    if fast_path is not None and values.dtype == np.uint8 and max_value == 255:
-        return fast_path(values, noise_extent, rng)
-    pixels = np.multiply(values, np.float32(1.0 / max_value), dtype=np.float32)
-    pixels = NOISE_KINDS[kind](pixels, noise_extent, rng)
-    np.clip(pixels, 0.0, 1.0, out=pixels)
-    np.multiply(pixels, np.float32(max_value), out=pixels)
-    if rounded:
-        np.rint(pixels, out=pixels)
-    return pixels.astype(values.dtype)
+    kind: str
+    noise_extent: float
+    rng: np.random.Generator
+
+    @property
+    def per_value_uint8(self) -> Callable[[np.ndarray, float, np.random.Generator], np.ndarray] | None:
+        """The kind's 8-bit fast path (every byte noised alike, independently of its neighbours), if it has one."""
+        return _UINT8_FAST_PATHS.get(self.kind)
+
+    def __call__(self, values: np.ndarray, max_value: float, rounded: bool) -> np.ndarray:
+        """values (H, W, C) of the mode's dtype with full scale ``max_value`` -> noisy values, same shape and dtype."""
+        fast_path = self.per_value_uint8
+        if fast_path is not None and values.dtype == np.uint8 and max_value == 255:
+            return fast_path(values, self.noise_extent, self.rng)
+        pixels = np.multiply(values, np.float32(1.0 / max_value), dtype=np.float32)
+        pixels = NOISE_KINDS[self.kind](pixels, self.noise_extent, self.rng)
+        np.clip(pixels, 0.0, 1.0, out=pixels)
+        np.multiply(pixels, np.float32(max_value), out=pixels)
+        if rounded:
+            np.rint(pixels, out=pixels)
+        return pixels.astype(values.dtype)
 
 
 def _array_mode_handler(colour_channels: int, max_value: float, rounded: bool = True):
@@ -317,6 +321,19 @@ def _array_mode_handler(colour_channels: int, max_value: float, rounded: bool = 
             noisy[:, :, colour_channels:] = values[:, :, colour_channels:]
         noisy = np.ascontiguousarray(noisy.reshape(stored.shape))
         return Image.frombuffer(image.mode, image.size, noisy, "raw", image.mode, 0, 1)
+
+    return handle
+
+
+def _storage_mode_handler(array_handler: Callable[[Image.Image, ChannelNoise], Image.Image]):
+    """Handler of RGB / L: kinds with an 8-bit fast path run on Pillow's storage, the others on ``array_handler``."""
+
+    def handle(image: Image.Image, channel_noise: ChannelNoise) -> Image.Image:
+        fast_path = channel_noise.per_value_uint8
+        if fast_path is None:  # e.g. masks, whose mean colour must not see the padding bytes
+            return array_handler(image, channel_noise)
+        noisy_storage = fast_path(_storage_bytes(image), channel_noise.noise_extent, channel_noise.rng)
+        return _image_from_storage_bytes(image.mode, image.size, noisy_storage)
 
     return handle
 
@@ -370,9 +387,9 @@ def _bilevel_handler(image: Image.Image, channel_noise: ChannelNoise) -> Image.I
 
 
 _MODE_HANDLERS: dict[str, Callable[[Image.Image, ChannelNoise], Image.Image]] = {
-    "RGB": _array_mode_handler(3, 255),
+    "RGB": _storage_mode_handler(_array_mode_handler(3, 255)),
     "RGBA": _array_mode_handler(3, 255),
-    "L": _array_mode_handler(1, 255),
+    "L": _storage_mode_handler(_array_mode_handler(1, 255)),
     "LA": _array_mode_handler(1, 255),
     "I;16": _array_mode_handler(1, 65535),
     "I;16L": _array_mode_handler(1, 65535),
@@ -412,16 +429,7 @@ def add_noise(image: Image.Image, extent: float, *, kind: str = "gaussian", seed
     if noise_extent == 0.0 or image.width == 0 or image.height == 0:
         return image.copy()
 
-    fast_path = _UINT8_FAST_PATHS.get(kind)
-    if fast_path is not None and image.mode in _STORAGE_BYTES_PER_PIXEL:
-        noisy_storage = fast_path(_storage_bytes(image), noise_extent, rng)
-        noisy = _image_from_storage_bytes(image.mode, image.size, noisy_storage)
-    else:
-
-        def channel_noise(values: np.ndarray, max_value: float, rounded: bool) -> np.ndarray:
-            return _noisy_channels(values, max_value, rounded, kind=kind, noise_extent=noise_extent, rng=rng)
-
-        noisy = _MODE_HANDLERS[image.mode](image, channel_noise)
+    noisy = _MODE_HANDLERS[image.mode](image, ChannelNoise(kind, noise_extent, rng))
     noisy.info.update(image.info)
     return noisy
 
