@@ -278,6 +278,38 @@ async def test_group_rollouts_see_noisy_images_and_the_actor_gets_clean_ones(con
         assert fields["rollout_log_probs"].tolist()[: len(RESPONSE_IDS)] == [-0.5] * len(RESPONSE_IDS)
 
 
+async def test_reference_conversion_noises_every_rollout_and_the_actor_sees_the_groups_t0_copy(
+    tiny_qwen25vl_dir, data_files, fake_tq, noise_threads
+):
+    config = trainer_config(tiny_qwen25vl_dir, data_files, "noisygrpo.noise.conversion=reference")
+    row = dataset(config, is_train=True)[0]
+    server = FakeRolloutServer()
+    step = 4
+    await run_prompts(make_worker(config, server), [row], global_steps=step)
+
+    clean = (await clean_images(row, config))[0]
+
+    def reference_copy(level: float, session: int) -> Image.Image:
+        seed = rollout_noise_seed(row["noise_seed"], session, step)
+        return add_noise(clean, level, kind="gaussian", seed=seed, conversion="reference")
+
+    expected = {session: reference_copy(level, session) for session, level in enumerate(LEVELS)}
+    t0_copy = expected[0]
+    # Level 0 is noisy too (the reference adds the t = 0 noise): no rollout sees the clean image.
+    received = [image_bytes(request["image_data"][0]) for request in server.requests]
+    assert sorted(received) == sorted(image_bytes(image) for image in expected.values())
+    assert image_bytes(clean) not in received
+    # Noise for 4 rollouts plus the t = 0 copy of the 3 noisy sessions, all on the noise pool.
+    assert len(noise_threads) == 2 * len(LEVELS) - 1
+    assert all(name.startswith(NOISE_THREAD_PREFIX) for name in noise_threads)
+    # Every rollout of the group trains on the same image: the group's t = 0 copy, not the clean one.
+    t0_pixels = clean_pixel_values([t0_copy], config)
+    assert not torch.equal(t0_pixels, clean_pixel_values([clean], config))
+    assert len(fake_tq.fields) == len(LEVELS)
+    for fields in fake_tq.fields.values():
+        assert torch.equal(fields["multi_modal_inputs"]["pixel_values"], t0_pixels)
+
+
 def images_by_session(fake_tq: FakeTransferQueue, server: FakeRolloutServer, clean: list[Image.Image]) -> dict:
     """{session_id: bytes of the images the server got}, matched through each rollout's recorded noise.
 
@@ -421,7 +453,12 @@ def test_config_section_is_read_from_the_trainer_config(tiny_qwen25vl_dir, data_
 
 def test_noise_config_defaults_and_errors_name_the_key():
     assert NoiseConfig.from_config(None) == NoiseConfig(
-        kind="gaussian", levels=(0.0, 0.3, 0.6, 0.9), sampling="fixed", decay=False, decay_total_steps=None
+        kind="gaussian",
+        levels=(0.0, 0.3, 0.6, 0.9),
+        sampling="fixed",
+        decay=False,
+        decay_total_steps=None,
+        conversion="clamp",
     )
     section = OmegaConf.create({"kind": "random_patch_mask", "levels": [0, 0.5], "sampling": "uniform"})
     assert NoiseConfig.from_config(section) == NoiseConfig(
@@ -436,6 +473,11 @@ def test_noise_config_defaults_and_errors_name_the_key():
         "noisygrpo.noise.decay_total_steps": {"decay_total_steps": 0},
         "noisygrpo.noise.decay": {"decay": "yes"},
         "noisygrpo.noise.level": {"level": [0.0]},
+        "noisygrpo.noise.conversion='wrap'": {"conversion": "wrap"},
+        "noisygrpo.noise.conversion='reference' with noisygrpo.noise.kind='random_mask'": {
+            "conversion": "reference",
+            "kind": "random_mask",
+        },
     }
     for key, section in bad_sections.items():
         with pytest.raises(ValueError, match=re.escape(key)):

@@ -26,12 +26,19 @@ Both are recorded in ``AgentLoopOutput.extra_fields`` as ``noise_extent`` (float
 applied after decay) and ``noise_seed`` (int, the seed of the first image's noise); the
 trainer's Bayesian advantage and the reward function read ``noise_extent`` from there.
 Noise runs on a thread pool, never on the event loop.
+
+With ``noisygrpo.noise.conversion=reference`` (the authors' code, docs/algorithm.md §2) level 0
+is noisy too, and the actor's image is not the clean one but the group's t = 0 copy: every
+session computes it from the group's session-0 seed (so all sessions of a group agree without
+talking to each other, and session 0's rollout image is that very copy) and returns it in
+``multi_modal_data`` in place of the clean image.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -60,14 +67,30 @@ class RolloutNoise:
 
     Attributes:
         kind: noise type (``noisygrpo.noise.kind``).
-        extent: noise level n in [0, 1] after decay; 0 leaves the images unchanged.
+        extent: noise level n in [0, 1] after decay; under ``clamp`` 0 leaves the images unchanged.
         seed: seed of the first image's noise (``rollout_noise_seed``); image j > 0 of the
             same row uses :func:`image_noise_seed` of it.
+        conversion: ``noisygrpo.noise.conversion`` (``clamp`` or ``reference``).
+        actor_seed: under ``reference``, the seed of the group's t = 0 copy that the actor sees
+            (session 0's ``seed``); None under ``clamp`` (the actor sees the clean image).
     """
 
     kind: str
     extent: float
     seed: int
+    conversion: str = "clamp"
+    actor_seed: int | None = None
+
+    @property
+    def changes_rollout_images(self) -> bool:
+        return self.extent > 0 or self.conversion == "reference"
+
+    @property
+    def actor_noise(self) -> RolloutNoise | None:
+        """The noise of the actor's image (the group's t = 0 copy), or None when the actor sees the clean image."""
+        if self.actor_seed is None:
+            return None
+        return dataclasses.replace(self, extent=0.0, seed=self.actor_seed)
 
 
 def image_noise_seed(rollout_seed: int, image_index: int) -> int:
@@ -101,9 +124,24 @@ def rollout_noise_extent(
 def noisy_copies(images: list[Image.Image], noise: RolloutNoise) -> list[Image.Image]:
     """Noisy copies of ``images`` (same sizes and modes); the inputs are not modified."""
     return [
-        add_noise(image, noise.extent, kind=noise.kind, seed=image_noise_seed(noise.seed, index))
+        add_noise(
+            image, noise.extent, kind=noise.kind, seed=image_noise_seed(noise.seed, index), conversion=noise.conversion
+        )
         for index, image in enumerate(images)
     ]
+
+
+def rollout_and_actor_images(
+    images: list[Image.Image], noise: RolloutNoise
+) -> tuple[list[Image.Image], list[Image.Image] | None]:
+    """(the images the rollout sees, the images the actor sees or None for the clean ones)."""
+    rollout_images = noisy_copies(images, noise) if noise.changes_rollout_images else images
+    actor_noise = noise.actor_noise
+    if actor_noise is None:
+        return rollout_images, None
+    if actor_noise == noise:  # session 0: its rollout image is the group's t = 0 copy
+        return rollout_images, rollout_images
+    return rollout_images, noisy_copies(images, actor_noise)
 
 
 @functools.cache
@@ -113,15 +151,23 @@ def noise_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix=NOISE_THREAD_PREFIX)
 
 
-# The noise of the rollout running in the current asyncio task (set by NoisyGRPOAgentLoop.run).
-_ROLLOUT_NOISE: contextvars.ContextVar[RolloutNoise | None] = contextvars.ContextVar("noisygrpo_rollout_noise")
+@dataclass
+class _RunningRollout:
+    """The rollout running in one asyncio task: its noise, and the actor images ``generate`` made."""
+
+    noise: RolloutNoise
+    actor_images: list[Image.Image] | None = None
+
+
+# The rollout running in the current asyncio task (set by NoisyGRPOAgentLoop.run).
+_ROLLOUT: contextvars.ContextVar[_RunningRollout | None] = contextvars.ContextVar("noisygrpo_rollout")
 
 
 class NoisyImageClient:
     """Stands in for an agent loop's LLM server client; ``generate`` gets noisy ``image_data``.
 
     Every other attribute is the wrapped client's. The noise comes from the rollout running
-    in the calling task (:data:`_ROLLOUT_NOISE`); calling ``generate`` outside
+    in the calling task (:data:`_ROLLOUT`); calling ``generate`` outside
     :meth:`NoisyGRPOAgentLoop.run` is an error rather than a silently clean rollout.
     """
 
@@ -129,8 +175,8 @@ class NoisyImageClient:
         self.client = client
 
     async def generate(self, *args: Any, image_data: list[Image.Image] | None = None, **kwargs: Any) -> Any:
-        noise = _ROLLOUT_NOISE.get(None)
-        if noise is None:
+        running = _ROLLOUT.get(None)
+        if running is None:
             raise RuntimeError(f"{type(self).__name__}.generate called outside NoisyGRPOAgentLoop.run")
         if not image_data:
             raise ValueError(
@@ -142,9 +188,11 @@ class NoisyImageClient:
                 f"the '{AGENT_NAME}' agent loop adds noise to images only, but this prompt has videos; "
                 "route video rows to another agent loop."
             )
-        if noise.extent > 0:
+        if running.noise.changes_rollout_images:
             loop = asyncio.get_running_loop()
-            image_data = await loop.run_in_executor(noise_executor(), noisy_copies, list(image_data), noise)
+            image_data, running.actor_images = await loop.run_in_executor(
+                noise_executor(), rollout_and_actor_images, list(image_data), running.noise
+            )
         return await self.client.generate(*args, image_data=image_data, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -209,17 +257,26 @@ class NoisyGRPOAgentLoop(SingleTurnAgentLoop):
                 "rollouts; per-row rollout counts (__rollout_n__) are not supported by NoisyGRPO."
             )
         extent = rollout_noise_extent(self.noise, self.group_size, session_id, noise_seed, step, self.decay_total_steps)
+        # Session 0 of every group is the clean anchor (level 0); its seed makes the group's t = 0 copy.
+        actor_seed = int(rollout_noise_seed(noise_seed, 0, step)) if self.noise.conversion == "reference" else None
         return RolloutNoise(
-            kind=self.noise.kind, extent=extent, seed=int(rollout_noise_seed(noise_seed, session_id, step))
+            kind=self.noise.kind,
+            extent=extent,
+            seed=int(rollout_noise_seed(noise_seed, session_id, step)),
+            conversion=self.noise.conversion,
+            actor_seed=actor_seed,
         )
 
     async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs: Any) -> AgentLoopOutput:
-        noise = self.rollout_noise(kwargs)
-        token = _ROLLOUT_NOISE.set(noise)
+        running = _RunningRollout(self.rollout_noise(kwargs))
+        token = _ROLLOUT.set(running)
         try:
             output = await super().run(sampling_params, priority=priority, **kwargs)
         finally:
-            _ROLLOUT_NOISE.reset(token)
+            _ROLLOUT.reset(token)
+        if running.actor_images is not None:
+            output.multi_modal_data["images"] = running.actor_images
+        noise = running.noise
         output.extra_fields.update({"noise_extent": noise.extent, "noise_seed": noise.seed})
         return output
 
@@ -234,5 +291,6 @@ __all__ = [
     "image_noise_seed",
     "noise_executor",
     "noisy_copies",
+    "rollout_and_actor_images",
     "rollout_noise_extent",
 ]

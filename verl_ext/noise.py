@@ -8,9 +8,16 @@ diffusion process with T = 1000 steps::
     t          = min(int(noise_extent * T), T - 1)
     x_noisy    = sqrt(alphabar_t) * x0 + sqrt(1 - alphabar_t) * eps,    eps ~ N(0, I)
 
-with x0 the colour channels scaled to [0, 1]. Deliberate fix against the reference: the result is
-clamped to [0, 1] and rounded (the reference wraps around in uint8), and extent 0 returns the image
-unchanged. Size and mode are preserved.
+with x0 the colour channels scaled to [0, 1]. How the noisy values return to the image's integer
+values is the ``conversion`` (docs/algorithm.md section 2):
+
+* ``clamp`` (the method as the paper describes it): clamp to [0, 1], round; extent 0 returns the
+  image unchanged;
+* ``reference`` (the authors' released code, ``ToPILImage``'s ``x.mul(255).byte()``): truncate
+  toward zero and wrap modulo 256, no clamp, and extent 0 still adds the t = 0 noise. At extents
+  0.6 and 0.9 the result is content-free noise; at 0 about a fifth of saturated values flip 255 -> 0.
+
+Size and mode are preserved.
 
 Two samplers give the same per-value law:
 
@@ -44,6 +51,7 @@ import torch
 from PIL import Image
 
 __all__ = [
+    "CONVERSIONS",
     "NOISE_KINDS",
     "NUM_DIFFUSION_STEPS",
     "SUPPORTED_MODES",
@@ -117,8 +125,15 @@ The result may leave [0, 1]; ``add_noise`` clamps it. noise_extent is in (0, 1].
 
 NOISE_KINDS: dict[str, NoiseKind] = {}
 
-# Exact-in-law replacements of a kind for 8-bit channels: (values uint8 (H, W, C), extent, rng) -> uint8.
-_UINT8_FAST_PATHS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {}
+# Exact-in-law replacements of a kind for 8-bit channels:
+# (values uint8 (H, W, C), extent, rng, conversion) -> uint8.
+_UINT8_FAST_PATHS: dict[str, Callable[[np.ndarray, float, np.random.Generator, str], np.ndarray]] = {}
+
+# How float results return to integer values: "clamp" (clip, round) or "reference" (truncate toward
+# zero, wrap modulo 2**bits: the authors' ToPILImage round trip).
+CONVERSIONS = ("clamp", "reference")
+# The kinds the reference converts through ToPILImage; its masks write 8-bit values directly.
+_CONVERTED_KINDS = {"gaussian", "gaussian_iid"}
 
 
 def register_noise_kind(name: str) -> Callable[[NoiseKind], NoiseKind]:
@@ -187,19 +202,31 @@ _BYTE_LEVELS = 256
 _FAST_PATH_CHUNK = 1 << 20  # values per table-lookup chunk: keeps index and output in cache
 
 
-def _stratified_output_table(signal_scale: float, noise_scale: float, shift: float) -> np.ndarray:
+def _to_integer_levels(levels: np.ndarray, max_value: float, conversion: str) -> np.ndarray:
+    """Noisy levels in units of the full scale ``max_value`` -> int64 output values (the conversion rule)."""
+    if conversion == "clamp":
+        return np.clip(np.rint(levels), 0, max_value).astype(np.int64)
+    # reference: float -> uint8 in torch truncates toward zero and keeps the low byte (two's complement)
+    return np.mod(np.trunc(levels).astype(np.int64), int(max_value) + 1)
+
+
+def _stratified_output_table(signal_scale: float, noise_scale: float, shift: float, conversion: str) -> np.ndarray:
     """uint8 (256 * 256,), entry [x * 256 + k] = output byte of input byte x at probability (k + shift) / 256."""
     probabilities = (torch.arange(_BYTE_LEVELS, dtype=torch.float64) + shift) / _BYTE_LEVELS
     eps_quantiles = torch.special.ndtri(probabilities).numpy()  # -inf only for k = shift = 0
+    # -inf maps to byte 0 under either rule (a probability-zero event); keep it finite for the cast.
+    eps_quantiles = np.maximum(eps_quantiles, -40.0)
     clean_levels = np.arange(_BYTE_LEVELS) * signal_scale
     levels = clean_levels[:, None] + (255.0 * noise_scale) * eps_quantiles[None, :]  # noise_scale > 0
-    return np.clip(np.rint(levels), 0, 255).astype(np.uint8).reshape(-1)
+    return _to_integer_levels(levels, 255.0, conversion).astype(np.uint8).reshape(-1)
 
 
-def _gaussian_uint8(values: np.ndarray, noise_extent: float, rng: np.random.Generator) -> np.ndarray:
+def _gaussian_uint8(
+    values: np.ndarray, noise_extent: float, rng: np.random.Generator, conversion: str = "clamp"
+) -> np.ndarray:
     """Gaussian noise on uint8 (H, W, C) values by stratified inverse-CDF lookup; returns a new uint8 array."""
     signal_scale, noise_scale = noise_scales(noise_extent)
-    table = pa.array(_stratified_output_table(signal_scale, noise_scale, shift=rng.random()))
+    table = pa.array(_stratified_output_table(signal_scale, noise_scale, rng.random(), conversion))
     flat_values = np.ascontiguousarray(values).reshape(-1)
     num_values = flat_values.size
     noisy = np.empty(num_values, dtype=np.uint8)
@@ -280,11 +307,15 @@ class ChannelNoise:
     kind: str
     noise_extent: float
     rng: np.random.Generator
+    conversion: str = "clamp"
 
     @property
     def per_value_uint8(self) -> Callable[[np.ndarray, float, np.random.Generator], np.ndarray] | None:
         """The kind's 8-bit fast path (every byte noised alike, independently of its neighbours), if it has one."""
-        return _UINT8_FAST_PATHS.get(self.kind)
+        fast_path = _UINT8_FAST_PATHS.get(self.kind)
+        if fast_path is None:
+            return None
+        return lambda values, extent, rng: fast_path(values, extent, rng, self.conversion)
 
     def __call__(self, values: np.ndarray, max_value: float, rounded: bool) -> np.ndarray:
         """values (H, W, C) of the mode's dtype with full scale ``max_value`` -> noisy values, same shape and dtype."""
@@ -293,11 +324,11 @@ class ChannelNoise:
             return fast_path(values, self.noise_extent, self.rng)
         pixels = np.multiply(values, np.float32(1.0 / max_value), dtype=np.float32)
         pixels = NOISE_KINDS[self.kind](pixels, self.noise_extent, self.rng)
-        np.clip(pixels, 0.0, 1.0, out=pixels)
-        np.multiply(pixels, np.float32(max_value), out=pixels)
-        if rounded:
-            np.rint(pixels, out=pixels)
-        return pixels.astype(values.dtype)
+        if not rounded:  # float modes ("F"): clamped, never wrapped (checked in add_noise)
+            np.clip(pixels, 0.0, 1.0, out=pixels)
+            return np.multiply(pixels, np.float32(max_value), out=pixels).astype(values.dtype)
+        np.multiply(pixels, np.float32(max_value), out=pixels)  # float32, as ToPILImage's x.mul(255)
+        return _to_integer_levels(pixels, max_value, self.conversion).astype(values.dtype)
 
 
 def _array_mode_handler(colour_channels: int, max_value: float, rounded: bool = True):
@@ -410,15 +441,31 @@ def _checked_seed(seed: int, *, name: str = "seed") -> int:
     return int(seed)
 
 
-def add_noise(image: Image.Image, extent: float, *, kind: str = "gaussian", seed: int) -> Image.Image:
-    """Return a noisy copy of ``image`` with the same size and mode; a function of (image, extent, kind, seed).
+def check_conversion(conversion: str, kind: str) -> None:
+    """Raises ValueError unless ``conversion`` is one of ``CONVERSIONS`` and applies to ``kind``."""
+    if conversion not in CONVERSIONS:
+        raise ValueError(f"unknown noise conversion {conversion!r}; choose one of {', '.join(CONVERSIONS)}")
+    if conversion == "reference" and kind not in _CONVERTED_KINDS:
+        raise ValueError(
+            f"conversion 'reference' reproduces the reference's ToPILImage round trip of its Gaussian noise; "
+            f"kind {kind!r} writes 8-bit values directly there, so use conversion 'clamp'"
+        )
 
-    extent: noise extent in [0, 1] (0 returns an identical copy). kind: a key of ``NOISE_KINDS``.
+
+def add_noise(
+    image: Image.Image, extent: float, *, kind: str = "gaussian", seed: int, conversion: str = "clamp"
+) -> Image.Image:
+    """Return a noisy copy of ``image`` with the same size and mode; a function of (image, extent, kind, seed, conversion).
+
+    extent: noise extent in [0, 1]. kind: a key of ``NOISE_KINDS``. conversion: ``clamp`` (clip and
+    round; extent 0 returns an identical copy) or ``reference`` (truncate and wrap modulo 256 as the
+    authors' code does, and extent 0 still adds the t = 0 noise; Gaussian kinds, integer modes).
     Colour channels get noise; alpha is kept. Supported modes: ``SUPPORTED_MODES``. With kind
     ``gaussian`` an RGB or L result wraps its own new buffer without a copy, so Pillow marks it
     read-only and copies it on the first in-place change (as for ``Image.frombuffer``).
     """
     _noise_kind(kind)
+    check_conversion(conversion, kind)
     noise_extent = _checked_extent(extent, name="extent")
     rng = np.random.Generator(np.random.SFC64(_checked_seed(seed)))
     if image.mode not in _MODE_HANDLERS:
@@ -426,10 +473,12 @@ def add_noise(image: Image.Image, extent: float, *, kind: str = "gaussian", seed
             f"image mode {image.mode!r} is not supported; supported modes: {list(SUPPORTED_MODES)}. "
             "Convert the image (e.g. image.convert('RGB')) before adding noise"
         )
-    if noise_extent == 0.0 or image.width == 0 or image.height == 0:
+    if conversion == "reference" and image.mode == "F":
+        raise ValueError("conversion 'reference' wraps integer values; mode 'F' has none (convert the image first)")
+    if (noise_extent == 0.0 and conversion == "clamp") or image.width == 0 or image.height == 0:
         return image.copy()
 
-    noisy = _MODE_HANDLERS[image.mode](image, ChannelNoise(kind, noise_extent, rng))
+    noisy = _MODE_HANDLERS[image.mode](image, ChannelNoise(kind, noise_extent, rng, conversion))
     noisy.info.update(image.info)
     return noisy
 

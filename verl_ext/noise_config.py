@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 # The registry of noise types (ALGORITHM.md §2: gaussian, random_mask, random_patch_mask).
-from verl_ext.noise import NOISE_KINDS
+from verl_ext.noise import CONVERSIONS, NOISE_KINDS, check_conversion
 
 SECTION = "noisygrpo.noise"
 
@@ -38,6 +38,10 @@ class NoiseConfig:
         decay: multiply every level by ``1 - 0.5 * min(step / total_steps, 1)``.
         decay_total_steps: the ``total_steps`` of the decay; None means
             ``trainer.total_training_steps``.
+        conversion: how noisy values return to 8-bit: ``clamp`` (clip and round; level 0 is the
+            clean image: the method as the paper describes it) or ``reference`` (truncate and wrap
+            modulo 256 as the authors' code does; level 0 still adds t = 0 noise, and the actor's
+            image is that t = 0 copy of the group).
     """
 
     kind: str = "gaussian"
@@ -45,6 +49,7 @@ class NoiseConfig:
     sampling: str = "fixed"
     decay: bool = False
     decay_total_steps: int | None = None
+    conversion: str = "clamp"
 
     def __post_init__(self) -> None:
         if isinstance(self.levels, list):
@@ -104,6 +109,12 @@ def _validate(config: NoiseConfig) -> None:
         raise ValueError(
             f"{SECTION}.kind={config.kind!r} is not a noise type; choose one of {', '.join(sorted(NOISE_KINDS))}"
         )
+    if config.conversion not in CONVERSIONS:
+        raise ValueError(f"{SECTION}.conversion={config.conversion!r}; choose one of {', '.join(CONVERSIONS)}")
+    try:
+        check_conversion(config.conversion, config.kind)
+    except ValueError as error:
+        raise ValueError(f"{SECTION}.conversion={config.conversion!r} with {SECTION}.kind={config.kind!r}: {error}") from error
     if config.sampling not in SAMPLING_MODES:
         raise ValueError(f"{SECTION}.sampling={config.sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
     levels = config.levels
