@@ -1,9 +1,10 @@
 """Answer-type helpers shared by data preparation, the reward function and the recipe.
 
-ALGORITHM.md §3: a question is multiple choice when it contains ``choices:``, yes/no when
-it contains ``Answer the question with Yes or No.``; everything else is free form (scored
-by embedding similarity). The markers are matched exactly (case-sensitive), as in the
-reference implementation.
+docs/algorithm.md §3: a question is multiple choice when its lower-cased text contains
+``choices:``, yes/no when it contains ``Answer the question with Yes or No.`` (case-sensitive);
+everything else is free form (scored by embedding similarity). The markers are the reference's;
+the letter and yes/no readings below are the better-defined ones of ``strict`` mode (the
+reference's own readings live in ``verl_ext.reward``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def answer_type(question: str, solution: str) -> AnswerType:
     (a letter A–K for multiple choice, a clear yes/no for yes/no questions), otherwise
     the reference falls back to similarity scoring, so the pair is "free_form".
     """
-    if MULTIPLE_CHOICE_MARKER in question and multiple_choice_letter(solution) is not None:
+    if MULTIPLE_CHOICE_MARKER in question.lower() and multiple_choice_letter(solution) is not None:
         return "multiple_choice"
     if YES_NO_MARKER in question and yes_no(solution) is not None:
         return "yes_no"

@@ -166,8 +166,8 @@ def check_row(report: CheckReport, row: int, values: dict[str, Any], decode: boo
             report.error(row, "bad_extra_info", f"extra_info.{key} is missing or empty (the reward rules need it)")
     report.splits[str(extra_info.get("split"))] += 1
     report.data_sources[str(values["data_source"])] += 1
-    if _text(extra_info.get("question")) and _text(ground_truth):
-        report.answer_types[answer_type(extra_info["question"], ground_truth)] += 1
+    if _text(extra_info.get("question")) and _text(extra_info.get("answer")):
+        report.answer_types[answer_type(extra_info["question"], extra_info["answer"])] += 1
 
 
 def check_parquet(path: Path, *, decode: bool = True) -> CheckReport:

@@ -1,7 +1,8 @@
-"""The paper's chain-of-thought instruction (ALGORITHM.md §5), kept in one place.
+"""The paper's chain-of-thought instruction (docs/algorithm.md §5), kept in one place.
 
 Every converter and the recipe build prompts through `build_prompt`, so the training
-prompt is exactly "question, one space, instruction" everywhere.
+prompt is exactly "question, newline, instruction" everywhere, as in the authors' code
+(`qwen_module.py` `get_question_template("cot")`: ``"{Question}\n..."``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ COT_INSTRUCTION = (
 
 
 def build_prompt(question: str, cot: bool = True) -> str:
-    """Return the user-turn text: `question` followed by `COT_INSTRUCTION` when `cot`.
+    """Return the user-turn text: `question`, a newline and `COT_INSTRUCTION` when `cot`.
 
-    The question is stripped of surrounding whitespace; it keeps any `<image>`
-    placeholders it already has (the caller decides where images go).
+    The question is used as written (not stripped, as in the reference); it keeps any
+    `<image>` placeholders it already has (the caller decides where images go).
     """
-    question = question.strip()
-    return f"{question} {COT_INSTRUCTION}" if cot else question
+    return f"{question}\n{COT_INSTRUCTION}" if cot else question

@@ -17,8 +17,9 @@ _ANSWER_WRAPPER = re.compile(r"^\s*<answer>([\s\S]*)</answer>\s*$")
 def clean_answer(answer: str) -> str:
     """Strip whitespace and one `<answer>...</answer>` wrapper around the whole solution.
 
-    MM-RLHF-style solutions are written as "<answer> B </answer>"; the reward compares the
-    model's answer with the text inside, so that is what the ground truth holds.
+    MM-RLHF-style solutions are written as "<answer> B </answer>". The row's ground truth keeps
+    the solution exactly as written (the reference's reward compares with that raw string);
+    `extra_info.answer` holds this cleaned text for strict scoring and evaluation.
     """
     match = _ANSWER_WRAPPER.match(answer)
     return (match.group(1) if match else answer).strip()
@@ -52,9 +53,8 @@ def text_problems(record: SourceRecord, template: RowTemplate) -> list[Problem]:
 
 
 def prompt_text(question: str, num_images: int, cot: bool) -> str:
-    """The user message: the question (with one `<image>` per image, prepended when it has
-    none), then the CoT instruction when `cot`."""
-    question = question.strip()
+    """The user message: the question as written (with one `<image>` per image, prepended when it
+    has none), then the CoT instruction when `cot`."""
     if IMAGE_PLACEHOLDER not in question:
         question = IMAGE_PLACEHOLDER * num_images + question
     return build_prompt(question, cot=cot)
@@ -82,14 +82,14 @@ def build_row(
 ) -> dict[str, Any]:
     """One verl row (geo3k layout) from a record whose text and images passed every check."""
     assert record.question is not None and record.answer is not None
-    question = record.question.strip()
+    question = record.question  # not stripped: the reference's prompt is "{question}\n{instruction}"
     answer = clean_answer(record.answer)
     return {
         "data_source": template.data_source,
         "prompt": [{"role": "user", "content": prompt_text(question, len(images), template.cot)}],
         "images": [image_entry(image, max_pixels, min_pixels) for image in images],
         "ability": template.ability,
-        "reward_model": {"style": "rule", "ground_truth": answer},
+        "reward_model": {"style": "rule", "ground_truth": record.answer},
         "extra_info": {
             "split": split,
             "index": record.row,

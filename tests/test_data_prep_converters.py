@@ -37,7 +37,7 @@ def test_geo3k_train_and_test_splits_like_verls_example(tmp_path, layout):
     train, val = _rows(tmp_path / "out" / "train.parquet"), _rows(tmp_path / "out" / "val.parquet")
     row = train[2]
     assert row["data_source"] == "hiyouga/geometry3k" and row["ability"] == "math"
-    assert row["prompt"][0]["content"] == f"<image>Find x in triangle number 2. {COT_INSTRUCTION}"
+    assert row["prompt"][0]["content"] == f"<image>Find x in triangle number 2.\n{COT_INSTRUCTION}"
     assert row["reward_model"]["ground_truth"] == "5" and row["extra_info"]["question"].startswith("<image>Find x")
     assert Image.open(io.BytesIO(row["images"][0]["bytes"])).size == (34, 24)
     assert {r["extra_info"]["split"] for r in val} == {"val"}
@@ -107,7 +107,7 @@ def test_jsonl_custom_fields_multi_image_and_split_field(tmp_path):
     summary = jsonl.main([*argv, *fields, "--skip-invalid", "--data-source", "mine"])
     assert summary.rows_written == {"train": 2, "val": 1}
     train, val = _rows(tmp_path / "out" / "train.parquet"), _rows(tmp_path / "out" / "val.parquet")
-    assert train[0]["prompt"][0]["content"].startswith("<image><image>Which is brighter? First output")
+    assert train[0]["prompt"][0]["content"].startswith("<image><image>Which is brighter?\nFirst output")
     assert [image["path"] for image in train[0]["images"]] == ["a.png", "b.png"]
     assert val[0]["prompt"][0]["content"].startswith("<image> vs <image>: same?")
     assert val[0]["reward_model"]["ground_truth"] == "0"  # numbers are accepted as text

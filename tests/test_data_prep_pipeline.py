@@ -37,7 +37,7 @@ def test_mmrlhf_rows_have_the_geo3k_layout(tmp_path):
         assert row["data_source"] == "mm_rlhf"
         [message] = row["prompt"]
         assert message["role"] == "user"
-        assert message["content"] == f"<image>{source['problem']} {COT_INSTRUCTION}"
+        assert message["content"] == f"<image>{source['problem']}\n{COT_INSTRUCTION}"
         [image] = row["images"]
         assert image["path"] == source["image"]
         assert image["max_pixels"] == 2359296
@@ -46,7 +46,9 @@ def test_mmrlhf_rows_have_the_geo3k_layout(tmp_path):
         assert info["question"] == source["problem"]  # raw question, no instruction
         assert info["index"] == index and info["split"] == "train"
         expected_answer = source["solution"].replace("<answer>", "").replace("</answer>", "").strip()
-        assert info["answer"] == row["reward_model"]["ground_truth"] == expected_answer
+        assert info["answer"] == expected_answer
+        # the ground truth is the solution exactly as written: the reference's reward compares with it
+        assert row["reward_model"]["ground_truth"] == source["solution"]
         assert row["reward_model"]["style"] == "rule"
     assert {row["extra_info"]["answer_type"] for row in rows} == {"free_form", "multiple_choice", "yes_no"}
 

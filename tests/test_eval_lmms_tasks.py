@@ -151,15 +151,15 @@ def upstream_stubs(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
 def test_doc_to_text_is_question_then_training_cot_instruction(upstream_stubs: dict[str, list]) -> None:
     doc = {"question": "  Which colour is the car? Options: A: red, B: blue  "}
     assert lmms_adapters.mmstar_doc_to_text(doc, {"post_prompt": "ignored"}) == (
-        f"Which colour is the car? Options: A: red, B: blue {COT_INSTRUCTION}"
+        f"Which colour is the car? Options: A: red, B: blue\n{COT_INSTRUCTION}"
     )
-    assert lmms_adapters.amber_g_doc_to_text({}) == f"Describe this image {COT_INSTRUCTION}"
+    assert lmms_adapters.amber_g_doc_to_text({}) == f"Describe this image\n{COT_INSTRUCTION}"
     cot = lmms_adapters.mme_cot_reason_doc_to_text({"question": "How many?"}, {"postfix_type": "cot"})
-    assert cot == f"How many?\nA. one\nB. two {COT_INSTRUCTION}"  # the benchmark's own CoT postfix is dropped
+    assert cot == f"How many?\nA. one\nB. two\n{COT_INSTRUCTION}"  # the benchmark's own CoT postfix is dropped
     realworld = lmms_adapters.mme_realworld_doc_to_text({"question": "What is it?"}, {})
     assert realworld == (
         "What is it? The choices are listed below:\n(A) x\n(B) y\n"
-        f"Select the best answer to the above multiple-choice question based on the image. {COT_INSTRUCTION}"
+        f"Select the best answer to the above multiple-choice question based on the image.\n{COT_INSTRUCTION}"
     )
     assert "Respond with only the letter" not in realworld
 

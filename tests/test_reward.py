@@ -1,4 +1,4 @@
-"""Tests of verl_ext.reward (ALGORITHM.md §3): format, answer extraction, correctness modes, model caching,
+"""Tests of verl_ext.reward (docs/algorithm.md §3): format, answer extraction, correctness modes, model caching,
 and the dict it hands to verl's reward loop.
 
 Similarity cases use the real bundled all-MiniLM-L6-v2 (loaded once for the module); expected
@@ -114,22 +114,50 @@ def test_score_is_correctness_plus_format():
 # ------------------------------------------------------------------------- similarity overrides
 
 
-@pytest.mark.parametrize("mode", ["reference", "strict"])
 @pytest.mark.parametrize(
     ("answer", "solution"),
     [("B", "(B)"), ("B", "B."), ("b", "B. blue"), ("B", "<answer>(B) blue</answer>"), ("C", "The answer is C.")],
 )
-def test_multiple_choice_right_letter_scores_one(mode, answer, solution):
-    result = compute_score("src", respond(answer), solution, {"question": MC_QUESTION}, mode=mode)
+def test_strict_multiple_choice_right_letter_scores_one(answer, solution):
+    result = compute_score("src", respond(answer), solution, {"question": MC_QUESTION}, mode="strict")
     assert result["correctness"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "solution"),
+    # the reference deletes punctuation, then needs whitespace on both sides of the letter
+    [("B", "<answer> B </answer>"), ("b", "The answer is B ."), (" C", "Option: C is right"), ("A", "Options (A) and (B)")],
+)
+def test_reference_multiple_choice_right_letter_scores_one(answer, solution):
+    result = compute_score("src", respond(answer), solution, {"question": MC_QUESTION}, mode="reference")
+    assert result["correctness"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "solution"),
+    # a letter at the very start or end of the solution has no whitespace on that side: no letter found
+    [("B", "B. blue"), ("B", "(B)"), ("B", "B"), ("C", "The answer is C.")],
+)
+def test_reference_multiple_choice_letter_needs_whitespace_around_it(answer, solution, similarity):
+    result = compute_score("src", respond(answer), solution, {"question": MC_QUESTION}, mode="reference")
+    assert reward.reference_choice_letter(solution.strip()) is None
+    assert result["correctness"] == pytest.approx(thresholded(similarity(answer, solution)), abs=1e-5)
+
+
+def test_reference_multiple_choice_marker_is_case_insensitive():
+    question = "Which one? Choices: A. red B. blue"
+    reference = compute_score("src", respond("B"), "<answer> B </answer>", {"question": question})
+    strict = compute_score("src", respond("C"), "<answer> B </answer>", {"question": question}, mode="strict")
+    assert reference["correctness"] == 1.0  # 'choices:' in question.lower()
+    assert strict["correctness"] != 1.0
 
 
 # Wrong letters, and "(B)": the reference compares the stripped, upper-cased answer itself to the letter.
 WRONG_MULTIPLE_CHOICE = [("C", "(B)"), ("A", "B."), ("(B)", "B"), ("blue", "B. blue")]
 
 
-@pytest.mark.parametrize(("answer", "solution"), WRONG_MULTIPLE_CHOICE)
-def test_multiple_choice_wrong_letter_reference_keeps_similarity(answer, solution, similarity):
+@pytest.mark.parametrize(("answer", "solution"), WRONG_MULTIPLE_CHOICE + [("C", "<answer> B </answer>")])
+def test_multiple_choice_wrong_letter_reference_keeps_similarity_with_the_raw_solution(answer, solution, similarity):
     result = compute_score("src", respond(answer), solution, {"question": MC_QUESTION}, mode="reference")
     assert result["correctness"] == pytest.approx(thresholded(similarity(answer, solution)), abs=1e-5)
 
@@ -154,6 +182,18 @@ def test_reference_mode_really_rewards_some_wrong_answers(similarity):
 def test_yes_no_agreement_scores_one(mode, answer, solution):
     result = compute_score("src", respond(answer), solution, {"question": YES_NO_QUESTION}, mode=mode)
     assert result["correctness"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "solution"),
+    # "yes"/"no" anywhere, no leading word boundary: both contain "no" (or both "yes"), so 1 there
+    [("Yes, but there is no dog", "No"), ("I play the piano", "No."), ("Yes", "No, yes")],
+)
+def test_reference_yes_no_is_both_contain_yes_or_both_contain_no(answer, solution):
+    reference = compute_score("src", respond(answer), solution, {"question": YES_NO_QUESTION}, mode="reference")
+    strict = compute_score("src", respond(answer), solution, {"question": YES_NO_QUESTION}, mode="strict")
+    assert reference["correctness"] == 1.0
+    assert strict["correctness"] == 0.0
 
 
 WRONG_YES_NO = [("No", "Yes"), ("yes", "No."), ("Maybe", "Yes")]
@@ -249,9 +289,10 @@ def _refuse_to_load(path, device):
     raise AssertionError("exact mode must not load an embedding model")
 
 
-def test_exact_mode_reads_solution_inside_answer_tags():
-    result = compute_score("src", respond("Paris"), "<answer> Paris. </answer>", correctness="exact")
-    assert result["correctness"] == 1.0
+def test_exact_mode_strict_reads_inside_answer_tags_reference_the_raw_solution():
+    strict = compute_score("src", respond("Paris"), "<answer> Paris. </answer>", correctness="exact", mode="strict")
+    reference = compute_score("src", respond("Paris"), "<answer> Paris. </answer>", correctness="exact")
+    assert (strict["correctness"], reference["correctness"]) == (1.0, 0.0)
 
 
 # ------------------------------------------------------------------------------------ model caching

@@ -55,12 +55,6 @@ def extract_answer(text: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def reference_solution(ground_truth: str) -> str:
-    """The solution text to compare against: inside its answer tags when it has them."""
-    inside_tags = extract_answer(ground_truth)
-    return inside_tags if inside_tags is not None else ground_truth.strip()
-
-
 # ---------------------------------------------------------------------------------------------
 # Embedding model: loaded once per (path, device) in each reward worker process.
 # ---------------------------------------------------------------------------------------------
@@ -155,6 +149,10 @@ def embedding_similarity(first: str, second: str, *, embedding_model: str | None
 # ---------------------------------------------------------------------------------------------
 
 
+CORRECTNESS_KINDS = ("similarity", "exact")
+MODES = ("reference", "strict")
+
+
 @dataclass(frozen=True)
 class RewardSettings:
     """The reward knobs (``noisygrpo.reward`` in the trainer config), validated on construction."""
@@ -166,15 +164,14 @@ class RewardSettings:
     embedding_device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.correctness not in CORRECTNESS_SCORERS:
+        if self.correctness not in CORRECTNESS_KINDS:
             raise ValueError(
                 f"reward kwarg 'correctness'={self.correctness!r} is unknown; choose one of "
-                f"{sorted(CORRECTNESS_SCORERS)} and {CONFIG_HINT}."
+                f"{sorted(CORRECTNESS_KINDS)} and {CONFIG_HINT}."
             )
-        if self.mode not in MISMATCH_POLICIES:
+        if self.mode not in MODES:
             raise ValueError(
-                f"reward kwarg 'mode'={self.mode!r} is unknown; choose one of {sorted(MISMATCH_POLICIES)} "
-                f"and {CONFIG_HINT}."
+                f"reward kwarg 'mode'={self.mode!r} is unknown; choose one of {sorted(MODES)} and {CONFIG_HINT}."
             )
         threshold = self.similarity_threshold
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
@@ -186,19 +183,88 @@ class RewardSettings:
 
 @dataclass(frozen=True)
 class ScoringCase:
-    """One response's answer, the reference solution and the question (None when the row has none)."""
+    """One response's answer (inside its tags, stripped), the row's ground truth exactly as stored,
+    and the question (None when the row has none)."""
 
     answer: str
-    solution: str
+    ground_truth: str
     question: str | None
 
 
-def thresholded_similarity(case: ScoringCase, settings: RewardSettings) -> float:
+def thresholded_similarity(answer: str, solution: str, settings: RewardSettings) -> float:
     """Embedding similarity of answer and solution, or 0 below the threshold."""
     similarity = embedding_similarity(
-        case.answer, case.solution, embedding_model=settings.embedding_model, device=settings.embedding_device
+        answer, solution, embedding_model=settings.embedding_model, device=settings.embedding_device
     )
     return similarity if similarity >= settings.similarity_threshold else 0.0
+
+
+# --- mode "reference": the authors' rewards.py, rule for rule (docs/algorithm.md §3) -------------
+
+# multiple_choice_check: punctuation deleted, then the first capital A-K with whitespace on both sides.
+_REFERENCE_PUNCTUATION = re.compile(r"[^\w\s]")
+_REFERENCE_CHOICE = re.compile(r"\s([ABCDEFGHIJK])\s")
+# contains_yes / contains_no: searched anywhere in the lower-cased text, no leading word boundary.
+_REFERENCE_YES = re.compile(r"yes\b")
+_REFERENCE_NO = re.compile(r"no\b")
+
+
+def reference_choice_letter(solution: str) -> str | None:
+    """The option letter the reference reads from a (stripped) solution: "<answer> B </answer>" -> "B", "B. dog" -> None."""
+    match = _REFERENCE_CHOICE.search(_REFERENCE_PUNCTUATION.sub("", solution))
+    return match.group(1) if match else None
+
+
+def reference_override(answer: str, solution: str, question: str | None) -> bool:
+    """Whether the reference's multiple-choice or yes/no check sets the correctness to 1.
+
+    Multiple choice when ``'choices:'`` is in the lower-cased question: the answer, upper-cased,
+    equals the solution's letter. Yes/no when the question contains ``Answer the question with Yes
+    or No.``: both texts contain "yes" or both contain "no" ("Yes, but there is no dog" vs "No": 1).
+    """
+    if question is None:
+        return False
+    solution = solution.strip()
+    if "choices:" in question.lower():
+        letter = reference_choice_letter(solution)
+        if letter is not None and answer.upper() == letter:
+            return True
+    if "Answer the question with Yes or No." in question:
+        answer_text, solution_text = answer.lower(), solution.lower()
+        if _REFERENCE_YES.search(solution_text) and _REFERENCE_YES.search(answer_text):
+            return True
+        if _REFERENCE_NO.search(solution_text) and _REFERENCE_NO.search(answer_text):
+            return True
+    return False
+
+
+def reference_similarity(case: ScoringCase, settings: RewardSettings) -> float:
+    """correctness_bem_score_reward: similarity with the raw ground truth (tags and all), then the overrides.
+
+    A wrong letter or a wrong yes/no keeps its similarity score, as there.
+    """
+    if reference_override(case.answer, case.ground_truth, case.question):
+        return 1.0
+    return thresholded_similarity(case.answer, case.ground_truth, settings)
+
+
+def reference_exact(case: ScoringCase, settings: RewardSettings) -> float:
+    """correctness_reward: case-insensitive match with the raw ground truth, dots ignored on the second try.
+
+    (Its multiple-choice check raises there on every row and is skipped, so it has no overrides.)
+    """
+    answer, solution = case.answer.lower(), case.ground_truth
+    exact = answer == solution.strip().lower() or answer.replace(".", "") == solution.replace(".", "").strip().lower()
+    return 1.0 if exact else 0.0
+
+
+# --- mode "strict": the solution inside its answer tags, every disagreeing letter or yes/no is 0 --
+
+
+def reference_solution(ground_truth: str) -> str:
+    """The solution text strict mode compares against: inside its answer tags when it has them."""
+    inside_tags = extract_answer(ground_truth)
+    return inside_tags if inside_tags is not None else ground_truth.strip()
 
 
 def multiple_choice_agrees(answer: str, solution: str) -> bool:
@@ -217,41 +283,35 @@ ANSWER_OVERRIDES: dict[str, Callable[[str, str], bool]] = {
     "yes_no": yes_no_agrees,
 }
 
-# mode -> correctness of a multiple-choice / yes-no answer that disagrees with the solution,
-# given a thunk computing its thresholded similarity. The reference keeps the similarity
-# (short wrong answers are often > 0.6 similar); "strict" is the deviation switch.
-MISMATCH_POLICIES: dict[str, Callable[[Callable[[], float]], float]] = {
-    "reference": lambda similarity: similarity(),
-    "strict": lambda similarity: 0.0,
-}
 
+def strict_similarity(case: ScoringCase, settings: RewardSettings) -> float:
+    """Thresholded similarity for free-form answers; 1 or 0 for multiple-choice and yes/no answers.
 
-def similarity_correctness(case: ScoringCase, settings: RewardSettings) -> float:
-    """Thresholded embedding similarity, with the multiple-choice and yes/no overrides.
-
-    Without a question text the overrides cannot be detected and every answer is free form.
+    Without a question text the answer kind cannot be detected and every answer is free form.
     """
-    kind = answer_type(case.question, case.solution) if case.question is not None else "free_form"
+    solution = reference_solution(case.ground_truth)
+    kind = answer_type(case.question, solution) if case.question is not None else "free_form"
     agrees = ANSWER_OVERRIDES.get(kind)
     if agrees is None:
-        return thresholded_similarity(case, settings)
-    if agrees(case.answer, case.solution):
-        return 1.0
-    return MISMATCH_POLICIES[settings.mode](lambda: thresholded_similarity(case, settings))
+        return thresholded_similarity(case.answer, solution, settings)
+    return 1.0 if agrees(case.answer, solution) else 0.0
 
 
-def exact_correctness(case: ScoringCase, settings: RewardSettings) -> float:
-    """1.0 on a case-insensitive exact match with dots ignored, else 0.0 (mode does not matter)."""
+def strict_exact(case: ScoringCase, settings: RewardSettings) -> float:
+    """1.0 on a case-insensitive exact match with the solution inside its tags, dots ignored, else 0.0."""
 
     def normalise(text: str) -> str:
         return text.replace(".", "").strip().lower()
 
-    return 1.0 if normalise(case.answer) == normalise(case.solution) else 0.0
+    return 1.0 if normalise(case.answer) == normalise(reference_solution(case.ground_truth)) else 0.0
 
 
-CORRECTNESS_SCORERS: dict[str, Callable[[ScoringCase, RewardSettings], float]] = {
-    "similarity": similarity_correctness,
-    "exact": exact_correctness,
+# (correctness, mode) -> scorer of an answer found inside <answer> tags.
+CORRECTNESS_SCORERS: dict[tuple[str, str], Callable[[ScoringCase, RewardSettings], float]] = {
+    ("similarity", "reference"): reference_similarity,
+    ("exact", "reference"): reference_exact,
+    ("similarity", "strict"): strict_similarity,
+    ("exact", "strict"): strict_exact,
 }
 
 
@@ -301,11 +361,14 @@ def compute_score(
     Args:
         data_source: the row's data source (unused; part of verl's signature).
         solution_str: the decoded response.
-        ground_truth: the reference solution (may be wrapped in ``<answer>`` tags).
+        ground_truth: the reference solution exactly as the data holds it (MM-RLHF writes
+            "<answer> B </answer>"): ``reference`` mode compares with it as is, as the authors'
+            code does; ``strict`` mode with the text inside its answer tags.
         extra_info: the row's extra_info plus the agent loop's extra fields; ``question`` (or
             ``problem``) enables the multiple-choice / yes-no rules, ``noise_extent`` is echoed.
-        correctness: a key of ``CORRECTNESS_SCORERS`` ("similarity" or "exact").
-        mode: a key of ``MISMATCH_POLICIES`` ("reference" or "strict").
+        correctness: "similarity" (the paper) or "exact".
+        mode: "reference" (the authors' rules exactly) or "strict" (a disagreeing letter or
+            yes/no scores 0, solutions compared inside their tags).
         embedding_model: local sentence-transformers folder; None for the bundled all-MiniLM-L6-v2.
         similarity_threshold: similarities below it score 0.
         embedding_device: torch device of the embedding model.
@@ -337,8 +400,8 @@ def compute_score(
     if answer is None:
         correctness_score = 0.0
     else:
-        case = ScoringCase(answer=answer, solution=reference_solution(ground_truth), question=question_text(extra_info))
-        correctness_score = float(CORRECTNESS_SCORERS[settings.correctness](case, settings))
+        case = ScoringCase(answer=answer, ground_truth=ground_truth, question=question_text(extra_info))
+        correctness_score = float(CORRECTNESS_SCORERS[settings.correctness, settings.mode](case, settings))
     format_reward = format_score(solution_str)
     return {
         "score": correctness_score + format_reward,

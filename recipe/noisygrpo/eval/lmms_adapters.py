@@ -3,8 +3,8 @@
 Each function delegates to the upstream lmms-eval 0.7.3 task code, imported by module path when
 called (lmms-eval is only installed where evaluation runs, never needed to import this module):
 
-- ``*_doc_to_text``: the benchmark's question text, then one space and the paper's CoT instruction
-  (``data_prep.prompts.build_prompt``, the exact training prompt of ALGORITHM.md §5). Upstream
+- ``*_doc_to_text``: the benchmark's question text (stripped), then a newline and the paper's CoT
+  instruction (``data_prep.prompts.build_prompt``, the training prompt of docs/algorithm.md §5). Upstream
   direct-answer instructions ("Answer with the option's letter ...") are left out, since they
   contradict the CoT instruction.
 - ``*_process_results``: upstream scoring, fed the text inside ``<answer>...</answer>`` when the
@@ -75,7 +75,7 @@ def strip_required_suffix(text: str, suffix: str, task: str) -> str:
 
 def mmstar_doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
     question = upstream("mmstar").mmstar_doc_to_text(doc, {"pre_prompt": "", "post_prompt": ""})
-    return build_prompt(question)
+    return build_prompt(question.strip())
 
 
 def mmstar_process_results(doc: dict, results: list[str], **kwargs: Any) -> dict:
@@ -87,14 +87,14 @@ def mmstar_process_results(doc: dict, results: list[str], **kwargs: Any) -> dict
 
 def mme_cot_reason_doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
     question = upstream("mme_cot").mmecot_doc_to_text(doc, dict(MME_COT_NO_POSTFIX))
-    return build_prompt(question)
+    return build_prompt(question.strip())
 
 
 # --- AMBER (generative) -------------------------------------------------------------------------
 
 
 def amber_g_doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
-    return build_prompt(upstream("amber_g").amber_g_doc_to_text(doc))
+    return build_prompt(upstream("amber_g").amber_g_doc_to_text(doc).strip())
 
 
 def amber_g_process_results(doc: dict, results: list[str], **kwargs: Any) -> dict:
@@ -106,7 +106,7 @@ def amber_g_process_results(doc: dict, results: list[str], **kwargs: Any) -> dic
 
 def mme_realworld_doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
     text = upstream("mme_realworld").mme_realworld_doc_to_text(doc, lmms_eval_specific_kwargs)
-    return build_prompt(strip_required_suffix(text, MME_REALWORLD_DIRECT_SUFFIX, "mmerealworld_lite"))
+    return build_prompt(strip_required_suffix(text, MME_REALWORLD_DIRECT_SUFFIX, "mmerealworld_lite").strip())
 
 
 def mme_realworld_process_results(doc: dict, results: list[str], **kwargs: Any) -> dict:
