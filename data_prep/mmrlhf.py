@@ -4,7 +4,7 @@
 
 The input is a JSON list (or JSONL) of {"image", "problem", "solution"}; image paths are
 relative to --image-root, the MM-RLHF folder holding long/, mcq/, safety/ and short/.
-The prompt is the question followed by the paper's CoT instruction (ALGORITHM.md §5);
+The prompt is the question followed by the paper's CoT instruction (docs/algorithm.md §5);
 a solution written as "<answer> X </answer>" is stored as "X".
 """
 

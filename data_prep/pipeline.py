@@ -32,7 +32,7 @@ from data_prep.writer import (
     row_schema,
 )
 
-# ALGORITHM.md §5: the paper's scripts cap images at 1536^2 pixels.
+# docs/algorithm.md §5: the paper's scripts cap images at 1536^2 pixels.
 PAPER_MAX_PIXELS = 2359296
 SKIPPED_REPORT = "skipped.jsonl"
 INVALID_REPORT = "invalid_rows.jsonl"

@@ -40,7 +40,7 @@ def image_struct_type(embed: bool, with_max_pixels: bool, with_min_pixels: bool)
 
 
 def row_schema(image_type: pa.DataType) -> pa.Schema:
-    """The geo3k-style row layout (ARCHITECTURE.md), with `images` of `image_type`."""
+    """The geo3k-style row layout (docs/design.md), with `images` of `image_type`."""
     return pa.schema(
         [
             pa.field("data_source", pa.string()),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# NoisyGRPO on Qwen2.5-VL-7B-Instruct with the paper's settings, 8 GPUs (ALGORITHM.md §5).
+# NoisyGRPO on Qwen2.5-VL-7B-Instruct with the paper's settings, 8 GPUs (docs/algorithm.md §5).
 #   MODEL_PATH=/models/Qwen2.5-VL-7B-Instruct DATA_DIR=/data/mm_rlhf bash scripts/run_qwen25vl_7b.sh [overrides]
 # Environment and defaults: see scripts/paper_settings.sh.
 set -euo pipefail

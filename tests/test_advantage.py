@@ -1,4 +1,4 @@
-"""Tests of the Bayesian (Kalman-style) advantage, ALGORITHM.md section 4 (verl_ext/advantage.py)."""
+"""Tests of the Bayesian (Kalman-style) advantage, docs/algorithm.md section 4 (verl_ext/advantage.py)."""
 
 import math
 

@@ -2,7 +2,7 @@
 
 Each benchmark runs as its own process, as it is meant to (it pins thread pools and allocator
 settings process-wide, which must not leak into the rest of the test session). No timing assertions: only that every figure is there, finite and of the right sign. The baseline
-implementation inside bench_noise is also checked against ALGORITHM.md section 2, since every
+implementation inside bench_noise is also checked against docs/algorithm.md section 2, since every
 speed ratio the benchmark prints is only as meaningful as that baseline.
 """
 

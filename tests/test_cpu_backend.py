@@ -58,7 +58,7 @@ from verl.workers.rollout.replica import RolloutReplicaRegistry
 from verl.workers.rollout import base
 info = {
     "platforms": list(PlatformRegistry.registered_names()),
-    "cpu_backend_imported": "verl_ext.cpu" in sys.modules,
+    "cpu_backend_imported": "verl_ext.cpu.backend" in sys.modules,
     "hf_replica": "hf" in RolloutReplicaRegistry._registry,
     "hf_adapter": ("hf", "async") in base._ROLLOUT_REGISTRY,
 }

@@ -206,6 +206,43 @@ def test_check_accepts_converter_output_and_summarises(tmp_path, capsys):
     assert "answer types:" in printed and "multiple_choice" in printed and "image width  px: min 56" in printed
 
 
+def test_check_counts_prompt_tokens_as_the_processor_does(tmp_path, tiny_qwen25vl_dir, capsys):
+    import pyarrow as pa
+    from qwen_vl_utils import process_vision_info
+    from transformers import AutoProcessor
+
+    paths = synthetic.write_synthetic_dataset(tmp_path, num_train=6, num_val=0, seed=0)
+    rows = _rows(paths["train"])
+    # sizes the processor resizes differently: tiny, wide, larger than its cap, and a recorded max_pixels
+    cases = [((30, 30), None), ((300, 60), None), ((500, 400), None), ((400, 400), 112 * 112), ((56, 56), None)]
+    cases.append(((90, 200), None))
+    for row, (size, max_pixels) in zip(rows, cases, strict=True):
+        row["images"][0]["bytes"] = image_bytes(gradient_rgb(*size))
+        row["images"][0]["max_pixels"] = max_pixels
+    varied = tmp_path / "varied.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(paths["train"])), varied)
+
+    processor = AutoProcessor.from_pretrained(tiny_qwen25vl_dir)
+    expected = []
+    for row in rows:
+        text = row["prompt"][0]["content"].replace("<image>", "")
+        entry = {"image": Image.open(io.BytesIO(row["images"][0]["bytes"]))}
+        if row["images"][0]["max_pixels"]:
+            entry["max_pixels"] = row["images"][0]["max_pixels"]
+        messages = [{"role": "user", "content": [{"type": "image", **entry}, {"type": "text", "text": text}]}]
+        images, _ = process_vision_info(messages)
+        template = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        expected.append(len(processor(text=[template], images=images)["input_ids"][0]))
+
+    limit = sorted(expected)[3]
+    report = check.check_parquet(varied, processor=processor, max_prompt_length=limit)
+    assert report.prompt_tokens == expected
+    assert report.overlong_rows == [row for row, tokens in enumerate(expected) if tokens > limit] != []
+    assert check.main([str(varied), "--tokens", str(tiny_qwen25vl_dir), "--max-prompt-length", str(limit)]) == 0
+    printed = capsys.readouterr().out
+    assert "prompt tokens (images included)" in printed and f"over max_prompt_length={limit}: 2 row(s)" in printed
+
+
 def test_check_reports_each_broken_row(tmp_path, capsys):
     import pyarrow as pa
 

@@ -184,3 +184,32 @@ def test_loading_the_dataset_class_registers_the_agent_loop_its_rows_name():
     env = {**os.environ, "VERL_USE_EXTERNAL_PLUGINS": "none"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_overlong_prompts_are_counted_and_named_not_dropped_silently(processor, tmp_path, capsys):
+    # The tiny processor caps images at 224^2: rows 1 and 3 get 64 image tokens (over 64 with the text), 0 and 2 get 4.
+    sizes = [(56, 56), (448, 448), (64, 56), (392, 392)]
+    images = [png_bytes(width, height, (10, 20, 30)) for width, height in sizes]
+    files = {"train": write_parquet(tmp_path / "sizes.parquet", images, "train"), "val": str(tmp_path / "v.parquet")}
+    lengths = {}
+    for limit in (4096, 64):
+        config = data_config(files, tmp_path, max_prompt_length=limit)
+        dataset = build(config, processor, is_train=True)
+        lengths[limit] = len(dataset)
+        if limit == 64:
+            assert dataset.dropped_overlong_rows == [1, 3]
+            # the rows that remain are the short ones, in order, without the helper column
+            assert [dataset[i]["extra_info"]["index"] for i in range(len(dataset))] == [0, 2]
+            assert "__noisygrpo_row__" not in dataset.dataframe.column_names
+    assert lengths == {4096: 4, 64: 2}
+    report = capsys.readouterr().out
+    assert "dropped 2 of 4 rows" in report and "rows 1, 3" in report and "data.max_prompt_length=64" in report
+
+
+def test_null_val_files_give_a_one_row_placeholder_for_the_validation_loader(data_files, processor, tmp_path):
+    config = data_config(data_files, tmp_path, val_files=None)
+    val = create_rl_dataset(None, config, processor.tokenizer, processor, is_train=False)
+    assert len(val) == 1 and not val.is_train and val.validation_disabled
+    assert val[0]["agent_name"] == VALIDATION_AGENT_NAME
+    train = build(config, processor, is_train=True)
+    assert len(train) == 4 and train.is_train

@@ -1,6 +1,9 @@
 """Real NoisyGRPO training on the CPU backend: 2 steps of NoisyGRPO and 1 of vanilla GRPO
 through the same path as the README's demo (verl's v1 sync trainer, TransferQueue, FSDP2
-actor, agent loop, reward loop, our estimator). Minutes on 2 cores; marked ``e2e``."""
+actor, agent loop, reward loop, our estimator). Minutes on 2 cores; marked ``e2e``.
+
+The NoisyGRPO run uses the paper scripts' fidelity settings (frozen vision tower, linear LR
+decay, the reference's noise conversion); the GRPO run leaves the vision tower trainable."""
 
 from __future__ import annotations
 
@@ -47,13 +50,49 @@ def data_files(tmp_path_factory):
     return write_synthetic_dataset(tmp_path_factory.mktemp("data"), num_train=16, num_val=4, seed=0)
 
 
+FIDELITY_OVERRIDES = (
+    "actor_rollout_ref.actor.freeze_vision_tower=true",
+    "actor_rollout_ref.actor.optim.lr_scheduler_type=linear",
+    "noisygrpo.noise.conversion=reference",
+)
+
+
 @pytest.fixture(scope="module")
 def noisygrpo_run(tmp_path_factory, tiny_qwen25vl_dir, data_files):
     workdir = tmp_path_factory.mktemp("noisygrpo")
     steps, advantage_log = train(
-        workdir, tiny_qwen25vl_dir, data_files, DemoSettings(steps=2), "trainer.save_freq=2"
+        workdir, tiny_qwen25vl_dir, data_files, DemoSettings(steps=2), "trainer.save_freq=2", *FIDELITY_OVERRIDES
     )
     return workdir, steps, advantage_log
+
+
+def _canonical(name: str) -> str:
+    """A weight name without the wrappers that differ between checkpoint layouts ("model.", "language_model.")."""
+    return ".".join(part for part in name.split(".") if part not in ("model", "language_model"))
+
+
+def changed_weights(actor_checkpoint: Path, model_dir: Path, merged: Path) -> tuple[list[str], list[str]]:
+    """(names of the tensors that changed, names of all tensors), by two readings of the checkpoint.
+
+    verl's model merger writes bf16 whatever the training dtype, so the merged model is compared with
+    the initial weights rounded to bf16; the FSDP shard itself (fp32 on the CPU backend) is compared
+    with the initial fp32 weights. A tensor counts as changed when either reading differs.
+    """
+    merge_fsdp_checkpoint(actor_checkpoint, merged)
+    before = load_file(model_dir / "model.safetensors")
+    after = {}
+    for shard in merged.glob("*.safetensors"):
+        after.update(load_file(shard))
+    common = sorted(set(before) & set(after))
+    assert len(common) > 0.9 * len(before), "merged checkpoint does not hold the model's tensors"
+    changed = {name for name in common if not torch.equal(before[name].to(after[name].dtype), after[name])}
+    shard = torch.load(actor_checkpoint / "model_world_size_1_rank_0.pt", map_location="cpu", weights_only=False)
+    trained = {_canonical(name): tensor.full_tensor() for name, tensor in shard.items()}
+    initial = {_canonical(name): name for name in before}
+    assert set(initial) <= set(trained), sorted(set(initial) - set(trained))[:5]
+    assert all(trained[key].dtype == torch.float32 for key in initial)
+    changed |= {name for key, name in initial.items() if not torch.equal(before[name], trained[key])}
+    return sorted(changed), common
 
 
 def test_noisygrpo_steps_log_our_metrics_and_finite_losses(noisygrpo_run):
@@ -103,21 +142,24 @@ def test_logged_advantages_are_the_bayesian_estimate_of_the_logged_rewards(noisy
             assert metrics[f"noisygrpo/reward@noise_{level:.2f}"] == pytest.approx(sum(scores) / len(scores))
 
 
-def test_actor_weights_changed(noisygrpo_run, tiny_qwen25vl_dir, tmp_path):
+def test_frozen_vision_tower_is_bit_identical_and_the_language_model_trained(
+    noisygrpo_run, tiny_qwen25vl_dir, tmp_path
+):
     workdir, _, _ = noisygrpo_run
     actor = workdir / "checkpoints" / "global_step_2" / "actor"
     assert actor.is_dir(), sorted(p.name for p in (workdir / "checkpoints").iterdir())
-    merged = tmp_path / "merged"
-    merge_fsdp_checkpoint(actor, merged)
-    before = load_file(tiny_qwen25vl_dir / "model.safetensors")
-    after = {}
-    for shard in merged.glob("*.safetensors"):
-        after.update(load_file(shard))
-    common = sorted(set(before) & set(after))
-    assert len(common) > 0.9 * len(before), "merged checkpoint does not hold the model's tensors"
-    changed = [name for name in common if not torch.equal(before[name].float(), after[name].float())]
-    assert changed, "no weight changed after 2 training steps"
-    assert any("visual" not in name for name in changed)
+    changed, names = changed_weights(actor, tiny_qwen25vl_dir, tmp_path / "merged")
+    visual = [name for name in names if "visual" in name]
+    assert visual, "the tiny model has a vision tower"
+    assert not [name for name in changed if "visual" in name], "a frozen visual.* weight changed"
+    assert any("visual" not in name for name in changed), "no language-model weight changed after 2 steps"
+
+
+def test_linear_schedule_decays_the_logged_learning_rate_to_zero(noisygrpo_run):
+    _, steps, _ = noisygrpo_run
+    # verl logs the rate after each step's scheduler update: lr * (2 - k) / 2 after update k of 2
+    logged = [next(value for key, value in step.items() if key.endswith("/lr")) for step in steps]
+    assert logged == pytest.approx([DemoSettings().learning_rate / 2, 0.0])
 
 
 def test_vanilla_grpo_runs_through_the_same_path(tmp_path, tiny_qwen25vl_dir, data_files):
@@ -131,7 +173,14 @@ def test_vanilla_grpo_runs_through_the_same_path(tmp_path, tiny_qwen25vl_dir, da
         # A random-weight model never answers right, so every exact-match score would be 0 and
         # every GRPO advantage 0; this reward gives the rollouts of a group different scores.
         "reward.custom_reward_function.path=pkg://verl_ext.cpu.debug_reward",
+        "trainer.save_freq=1",
+        "actor_rollout_ref.actor.freeze_vision_tower=false",
     )
+    # The vision tower is not frozen here: visual and language-model weights both change.
+    changed, _ = changed_weights(
+        tmp_path / "grpo" / "checkpoints" / "global_step_1" / "actor", tiny_qwen25vl_dir, tmp_path / "merged"
+    )
+    assert any("visual" in name for name in changed) and any("visual" not in name for name in changed)
     assert [step["step"] for step in steps] == [1]
     (step,) = steps
     assert math.isfinite(step["actor/pg_loss"])

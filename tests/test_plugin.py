@@ -6,6 +6,8 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
+import pytest
+
 
 @dataclass(frozen=True)
 class RegistryCheck:
@@ -22,17 +24,21 @@ class RegistryCheck:
 REGISTRY_CHECKS = [
     RegistryCheck(module="verl.trainer.ppo.core_algos", lookup="get_adv_estimator_fn", key="noisygrpo"),
     RegistryCheck(module="verl.experimental.agent_loop.agent_loop", lookup="_agent_loop_registry", key="noisygrpo_agent"),
+    RegistryCheck(module="verl.workers.engine.base", lookup="EngineRegistry._engines", key="noisygrpo_language_model"),
 ]
 
-# Runs in a fresh interpreter: imports verl only, then every check; prints one JSON line.
+# Runs in a fresh interpreter: imports verl only (after argv[2], a module a Ray setup hook imports
+# first, if any), then every check; prints one JSON line.
 CHILD_SCRIPT = """
-import importlib, json, sys
+import functools, importlib, json, sys
 checks = json.loads(sys.argv[1])
+if sys.argv[2]:
+    importlib.import_module(sys.argv[2])
 import verl  # noqa: F401  loads the verl.plugins entry points
 results = []
 for check in checks:
     try:
-        registry = getattr(importlib.import_module(check["module"]), check["lookup"])
+        registry = functools.reduce(getattr, check["lookup"].split("."), importlib.import_module(check["module"]))
         entry = registry(check["key"]) if callable(registry) else registry[check["key"]]
         results.append({"ok": entry is not None, "detail": repr(entry)})
     except Exception as error:  # report every failing check, not only the first
@@ -41,11 +47,24 @@ print(json.dumps(results))
 """
 
 
-def test_import_verl_registers_noisygrpo(tmp_path):
+@pytest.mark.parametrize(
+    ("extra_env", "first_import"),
+    [
+        ({}, ""),
+        # a CPU-backend Ray worker: the setup hook's module is imported before verl
+        (
+            {"NOISYGRPO_CPU_BACKEND": "1", "VERL_PLATFORM": "cpu", "VERL_ENGINE_DEVICE": "cuda"},
+            "verl_ext.cpu.worker_setup",
+        ),
+    ],
+    ids=["gpu-run", "cpu-backend-worker"],
+)
+def test_import_verl_registers_noisygrpo(tmp_path, extra_env, first_import):
     env = {key: value for key, value in os.environ.items() if key != "VERL_USE_EXTERNAL_PLUGINS"}
+    env.update(extra_env)
     checks = [asdict(check) for check in REGISTRY_CHECKS]
     completed = subprocess.run(
-        [sys.executable, "-c", CHILD_SCRIPT, json.dumps(checks)],
+        [sys.executable, "-c", CHILD_SCRIPT, json.dumps(checks), first_import],
         cwd=tmp_path,  # not the repo root: registration must come from the installed entry point
         env=env,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""Bayesian (Kalman-style) advantage of NoisyGRPO (ALGORITHM.md section 4).
+"""Bayesian (Kalman-style) advantage of NoisyGRPO (docs/algorithm.md section 4).
 
 Three layers, each usable alone:
 

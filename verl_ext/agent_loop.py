@@ -14,7 +14,7 @@ forwards every call unchanged except ``generate``, whose ``image_data`` it repla
 copies of the rollout currently running (held in a context variable that :meth:`run` sets,
 so concurrent rollouts never see each other's noise). Upstream's ``run`` is then called as is.
 
-Per rollout (ALGORITHM.md §1-§2), from the v1 trainer's kwargs:
+Per rollout (docs/algorithm.md §1-§2), from the v1 trainer's kwargs:
 
 - ``session_id`` (the index in the group, 0..rollout.n-1) picks the level:
   ``group_noise_extents(rollout.n, mode=sampling, levels, seed)[session_id]``, times the decay

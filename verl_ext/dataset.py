@@ -21,6 +21,14 @@ a row came from, not what this run uses it for. So the role is explicit when the
 passes ``is_train``, and otherwise read from which config list the dataset's files are:
 ``data.train_files`` or ``data.val_files`` (see :func:`is_training_dataset`).
 
+No validation: ``data.val_files=null`` (the paper trains on every row and never validates) gives a
+one-row placeholder built from the first training row, since verl's v1 trainer always builds a
+validation dataset and loader; the recipe's start-up check makes sure validation never runs then.
+
+Over-long prompts: with ``data.filter_overlong_prompts`` upstream drops rows whose prompt (image
+tokens included) exceeds ``data.max_prompt_length`` with one "filter dataset len" line; here the
+dropped rows are counted and named, so none disappears unnoticed.
+
 Images: upstream silently drops a row whose image cannot be decoded when
 ``data.filter_overlong_prompts`` is on (the length filter catches every error and counts
 the row as too long) and fails with a bare PIL error, naming neither row nor file, when it
@@ -49,8 +57,9 @@ from verl_ext.noise import prompt_noise_seed
 VALIDATION_AGENT_NAME = "single_turn_agent"
 # Base of the per-prompt noise seeds when data.seed is null.
 DEFAULT_NOISE_BASE_SEED = 0
-# Most undecodable images listed in one error message.
+# Most undecodable images listed in one error message, and most dropped rows named in the report.
 MAX_REPORTED_PROBLEMS = 10
+_ROW_COLUMN = "__noisygrpo_row__"
 
 
 class UndecodableImageError(ValueError):
@@ -214,13 +223,18 @@ class NoisyRLHFDataset(RLHFDataset):
 
     def __init__(
         self,
-        data_files: str | list[str],
+        data_files: str | list[str] | None,
         tokenizer,
         config: DictConfig,
         processor=None,
         max_samples: int = -1,
         is_train: bool | None = None,
     ):
+        self.validation_disabled = data_files is None
+        if self.validation_disabled:
+            # data.val_files=null: verl still builds a validation loader, which needs a row.
+            print("[noisygrpo] data.val_files is null: validation is off (a 1-row placeholder stands in)")
+            data_files, max_samples, is_train = config.get("train_files"), 1, False
         # Decided before upstream reads any file, so a config mistake fails fast.
         self.is_train = is_training_dataset(data_files, config, is_train)
         self.agent_name = TRAIN_AGENT_NAME if self.is_train else VALIDATION_AGENT_NAME
@@ -235,7 +249,30 @@ class NoisyRLHFDataset(RLHFDataset):
         self._raise_on_undecodable_images()
         super()._read_files_and_tokenize()
 
+    def maybe_filter_out_long_prompts(self, dataframe: datasets.Dataset = None) -> datasets.Dataset:
+        """Upstream's length filter, with the dropped rows counted and named (upstream only prints the new length)."""
+        if not self.filter_overlong_prompts or dataframe is None:
+            return super().maybe_filter_out_long_prompts(dataframe)
+        numbered = dataframe.add_column(_ROW_COLUMN, list(range(len(dataframe))))
+        kept = super().maybe_filter_out_long_prompts(numbered)
+        dropped = sorted(set(range(len(dataframe))) - set(kept[_ROW_COLUMN]))
+        if dropped:
+            named = ", ".join(str(row) for row in dropped[:MAX_REPORTED_PROBLEMS])
+            more = f" and {len(dropped) - MAX_REPORTED_PROBLEMS} more" if len(dropped) > MAX_REPORTED_PROBLEMS else ""
+            print(
+                f"[noisygrpo] WARNING: data.filter_overlong_prompts dropped {len(dropped)} of {len(dataframe)} rows of "
+                f"{list(self.original_data_files)} whose prompt, image tokens included, is longer than "
+                f"data.max_prompt_length={self.max_prompt_length}: rows {named}{more} (counted from 0 over the "
+                "files). Raise data.max_prompt_length, or lower the images' max_pixels in data prep "
+                "(python -m data_prep.check FILE --tokens MODEL_PATH shows the lengths).",
+                flush=True,
+            )
+        self.dropped_overlong_rows = dropped
+        return kept.remove_columns(_ROW_COLUMN)
+
     def _raise_on_undecodable_images(self) -> None:
+        if self.validation_disabled:
+            return  # the placeholder row is never used
         messages = []
         for local_file, original_file in zip(self.data_files, self.original_data_files, strict=True):
             problems = find_undecodable_images(_load_data_file(local_file), self.image_key, self.num_workers)

@@ -1,4 +1,4 @@
-"""Image noise of NoisyGRPO (ALGORITHM.md section 2): diffusion-schedule Gaussian noise and masks.
+"""Image noise of NoisyGRPO (docs/algorithm.md section 2): diffusion-schedule Gaussian noise and masks.
 
 A rollout sees ``add_noise(clean_image, noise_extent, seed=...)``. The default kind is the forward
 diffusion process with T = 1000 steps::

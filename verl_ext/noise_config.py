@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# The registry of noise types (ALGORITHM.md §2: gaussian, random_mask, random_patch_mask).
+# The registry of noise types (docs/algorithm.md §2: gaussian, random_mask, random_patch_mask).
 from verl_ext.noise import CONVERSIONS, NOISE_KINDS, check_conversion
 
 SECTION = "noisygrpo.noise"

@@ -12,12 +12,14 @@ inherit the driver's environment), so a GPU run never imports it.
 
 import os
 
-from verl_ext import (
-    advantage,  # noqa: F401  registers the "noisygrpo" advantage estimator
-    agent_loop,  # noqa: F401  registers the "noisygrpo_agent" agent loop
-)
-
 CPU_BACKEND_ENV = "NOISYGRPO_CPU_BACKEND"
 
+# First: importing verl's engines asks for the device platform, which must be registered by then.
 if os.environ.get(CPU_BACKEND_ENV, "0") == "1":
-    from verl_ext import cpu  # noqa: F401  registers the "cpu" platform and the "hf" rollout
+    from verl_ext.cpu import backend  # noqa: F401  registers the "cpu" platform and the "hf" rollout
+
+from verl_ext import (  # noqa: E402
+    advantage,  # noqa: F401  registers the "noisygrpo" advantage estimator
+    agent_loop,  # noqa: F401  registers the "noisygrpo_agent" agent loop
+    engine,  # noqa: F401  registers the "noisygrpo_language_model" FSDP engine (vision freeze, linear LR)
+)

@@ -1,4 +1,4 @@
-"""NoisyGRPO's semantic reward r_sem = correctness + format (ALGORITHM.md §3) for verl's reward loop.
+"""NoisyGRPO's semantic reward r_sem = correctness + format (docs/algorithm.md §3) for verl's reward loop.
 
 verl 0.9.1 loads it with ``reward.custom_reward_function.path=pkg://verl_ext.reward`` and
 ``reward.custom_reward_function.name=compute_score``; ``get_custom_reward_fn`` wraps it so the

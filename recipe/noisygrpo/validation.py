@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
+from verl_ext.engine import ENGINE_CONFIG_TARGET, MODEL_TYPE, OPTIMIZER_CONFIG_TARGET
 from verl_ext.noise_config import NoiseConfig
+from verl_ext.reward import resolve_embedding_model_path
 
 ConfigCheck = Callable[[DictConfig], "str | None"]
 CONFIG_CHECKS: dict[str, ConfigCheck] = {}
@@ -125,6 +127,80 @@ def check_estimator_settings(config: DictConfig) -> str | None:
         if not (isinstance(estimator.get(key), int | float) and estimator.get(key) > 0)
     ]
     return "; ".join(problems) or None
+
+
+@config_check("engine_settings")
+def check_engine_settings(config: DictConfig) -> str | None:
+    # verl 0.9.1 reads neither actor.freeze_vision_tower nor a linear schedule; verl_ext.engine does,
+    # but only when the recipe's wiring is intact. Refuse rather than train the vision tower silently.
+    actor = config.actor_rollout_ref.actor
+    wants_freeze = bool(actor.get("freeze_vision_tower", False))
+    wants_linear = actor.optim.get("lr_scheduler_type") == "linear"
+    if not (wants_freeze or wants_linear):
+        return None
+    asked = " and ".join(
+        setting
+        for setting, wanted in (
+            ("actor_rollout_ref.actor.freeze_vision_tower=true", wants_freeze),
+            ("actor_rollout_ref.actor.optim.lr_scheduler_type=linear", wants_linear),
+        )
+        if wanted
+    )
+    problems = []
+    model_type = config.actor_rollout_ref.model.get("model_type", "language_model")
+    if model_type != MODEL_TYPE:
+        problems.append(f"actor_rollout_ref.model.model_type is {model_type!r}, not {MODEL_TYPE!r} (the recipe's)")
+    if actor.strategy not in ("fsdp", "fsdp2"):
+        problems.append(f"actor_rollout_ref.actor.strategy is {actor.strategy!r}; the NoisyGRPO engine is FSDP only")
+    if wants_freeze:
+        fsdp_config = actor.get("fsdp_config") or {}
+        if fsdp_config.get("_target_") != ENGINE_CONFIG_TARGET or not fsdp_config.get("freeze_vision_tower", False):
+            problems.append(
+                f"actor_rollout_ref.actor.fsdp_config must be {ENGINE_CONFIG_TARGET} with freeze_vision_tower "
+                "following the actor's flag (the recipe yaml wires both)"
+            )
+        if actor.strategy == "fsdp" and not fsdp_config.get("use_orig_params", False):
+            problems.append(
+                "FSDP1 flat parameters cannot mix frozen and trained weights: set actor_rollout_ref.actor.strategy="
+                "fsdp2 (or actor_rollout_ref.actor.fsdp_config.use_orig_params=true)"
+            )
+    if wants_linear and actor.optim.get("_target_") != OPTIMIZER_CONFIG_TARGET:
+        problems.append(f"actor_rollout_ref.actor.optim._target_ must be {OPTIMIZER_CONFIG_TARGET} (the recipe's)")
+    if problems:
+        return f"{asked} cannot take effect: " + "; ".join(problems) + "."
+    return None
+
+
+@config_check("no_validation_without_val_files")
+def check_validation_has_data(config: DictConfig) -> str | None:
+    # data.val_files=null means "no validation" (the paper trains on every row and never validates).
+    if config.data.get("val_files") is not None:
+        return None
+    runs = []
+    if config.trainer.get("val_before_train", False):
+        runs.append("trainer.val_before_train=false")
+    test_freq = config.trainer.get("test_freq", -1)
+    if test_freq is not None and test_freq > 0:
+        runs.append("trainer.test_freq=-1")
+    if runs:
+        return (
+            "data.val_files is null (no validation data) but validation would run: set "
+            f"{' and '.join(runs)}, or point data.val_files at a held-out parquet."
+        )
+    return None
+
+
+@config_check("embedding_model_folder")
+def check_embedding_model_folder(config: DictConfig) -> str | None:
+    # The reward workers load it at the first rollout; a wrong path would fail minutes into the run.
+    reward_settings = config.get("noisygrpo", {}).get("reward", {})
+    if reward_settings.get("correctness", "similarity") != "similarity":
+        return None
+    try:
+        resolve_embedding_model_path(reward_settings.get("embedding_model"))
+    except (FileNotFoundError, ImportError) as error:
+        return f"noisygrpo.reward.embedding_model: {error}"
+    return None
 
 
 def config_problems(config: DictConfig) -> dict[str, str]:

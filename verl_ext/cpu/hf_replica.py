@@ -1,6 +1,6 @@
 """``RolloutReplica`` for the ``hf`` rollout: one :class:`~verl_ext.cpu.hf_server.HFRolloutServer` actor per replica.
 
-Blocker 5 (ARCHITECTURE.md): verl 0.9.1 ships only vllm/sglang/trtllm replicas. In hybrid mode
+Blocker 5 (docs/design.md): verl 0.9.1 ships only vllm/sglang/trtllm replicas. In hybrid mode
 (the sync trainer) ``LLMServerManager`` gives each replica the FSDP workers it shares a node
 with; the server actor is pinned to that node and named so that the trainer-side
 :class:`~verl_ext.cpu.hf_adapter.HFServerAdapter` finds it with ``ray.get_actor``.

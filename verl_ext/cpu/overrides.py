@@ -5,7 +5,7 @@ Usage (:func:`verl_ext.cpu.launch.run_on_cpu` sets the environment for you)::
     env = {**os.environ, **cpu_env()}
     subprocess.run([sys.executable, "-m", "verl.trainer.main_ppo", *cpu_overrides(), *my_overrides], env=env)
 
-Each item says which blocker of ARCHITECTURE.md "Running verl on a CPU" it passes. Put the list
+Each item says which blocker of docs/design.md "verl on a CPU" it passes. Put the list
 before the caller's own overrides: Hydra keeps the last value of a key, so a caller can still
 change any of them. Keys missing from verl's yaml use ``++`` (add or override), so the list also
 composes with recipe configs that already set them.

@@ -1,6 +1,6 @@
 """verl platform ``cpu``: lets stock verl 0.9.1 place and run its workers on a host without accelerators.
 
-Blockers passed here (ARCHITECTURE.md, "Running verl on a CPU"):
+Blockers passed here (docs/design.md, "verl on a CPU"):
 
 * 2 -- the resource pool only counts Ray "GPU"/"NPU" resources, so the platform reports
   ``"GPU"`` as its Ray resource name; the run gives Ray logical GPUs (``num_gpus``) and each

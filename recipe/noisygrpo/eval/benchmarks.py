@@ -1,4 +1,4 @@
-"""The benchmarks of the paper (ALGORITHM.md §6) as lmms-eval 0.7.3 tasks: one registry entry each.
+"""The benchmarks of the paper (docs/algorithm.md §6) as lmms-eval 0.7.3 tasks: one registry entry each.
 
 Every entry becomes an include-path task named ``noisygrpo_<task>`` (see ``task_yaml``): it
 includes the upstream YAML unchanged and swaps in our prompt / answer extraction. The upstream

@@ -1,6 +1,6 @@
 """The paper's reference rows, from ``paper_values.json`` next to this module.
 
-The file holds the published values we know (ALGORITHM.md §6) and null for the rest; every key
+The file holds the published values we know (docs/algorithm.md §6) and null for the rest; every key
 must be a column key of ``table_spec`` so a typo cannot silently drop a number.
 """
 

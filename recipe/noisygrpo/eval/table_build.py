@@ -16,7 +16,7 @@ from recipe.noisygrpo.eval.table_spec import Column, TableSpec
 
 MISSING_NOTE = (
     "—: not available. In a run row: see the notes below. In the paper row: not among the published "
-    "values we know (ALGORITHM.md §6)."
+    "values we know (docs/algorithm.md §6)."
 )
 
 

@@ -1,4 +1,4 @@
-"""The paper's tables (ALGORITHM.md §6) as data: which lmms-eval task and metric fills each column.
+"""The paper's tables (docs/algorithm.md §6) as data: which lmms-eval task and metric fills each column.
 
 Metric names and scales are lmms-eval 0.7.3's (see README.md): MMStar and MME-RealWorld-Lite
 report fractions in [0, 1] (shown in %), AMBER's aggregations already return percentages.
