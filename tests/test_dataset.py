@@ -75,7 +75,8 @@ def data_config(data_files: dict[str, str], tmp_path: pathlib.Path, **overrides)
         "cache_dir": str(tmp_path / "cache"),
         "max_prompt_length": 1024,
         "filter_overlong_prompts": True,
-        "filter_overlong_prompts_workers": 1,
+        # None: datasets filters in this process (any number starts a fork pool, which can hang a busy test process)
+        "filter_overlong_prompts_workers": None,
         "seed": 7,
         "custom_cls": {"path": "pkg://verl_ext.dataset", "name": "NoisyRLHFDataset"},
     }

@@ -260,3 +260,15 @@ def test_decay_with_a_horizon_is_accepted(tmp_path):
     base = script_overrides("run_qwen25vl_3b.sh", tmp_path=tmp_path)
     config = compose_config(base + ["noisygrpo.noise.decay=true", "noisygrpo.noise.decay_total_steps=800"])
     assert config_problems(config) == {}
+
+
+def test_a_reward_model_other_than_mpnet_is_warned_about(tmp_path):
+    from recipe.noisygrpo.validation import config_warnings
+
+    base = script_overrides("run_qwen25vl_3b.sh", tmp_path=tmp_path)
+    assert config_warnings(compose_config(base)) == []
+    bundled = compose_config(base + ["noisygrpo.reward.embedding_model=null"])
+    assert config_problems(bundled) == {}
+    (warning,) = config_warnings(bundled)
+    assert "'bert'" in warning and "all-mpnet-base-v2" in warning
+    assert config_warnings(compose_config(base + ["noisygrpo.reward.correctness=exact"])) == []

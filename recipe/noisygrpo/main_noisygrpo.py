@@ -14,12 +14,14 @@ from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
 from verl.utils.device import auto_set_device
 
-from recipe.noisygrpo.validation import validate_noisygrpo_config
+from recipe.noisygrpo.validation import config_warnings, validate_noisygrpo_config
 
 
 def validate(config: DictConfig) -> None:
-    """NoisyGRPO's checks first (cheap, precise messages), then verl's own."""
+    """NoisyGRPO's checks first (cheap, precise messages), then verl's own; warnings are printed once."""
     validate_noisygrpo_config(config)
+    for warning in config_warnings(config):
+        print(f"[noisygrpo] WARNING: {warning}", flush=True)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
+from recipe.noisygrpo.embedding_model import EmbeddingModelError, embedding_model_family
 from verl_ext.engine import ENGINE_CONFIG_TARGET, MODEL_TYPE, OPTIMIZER_CONFIG_TARGET
 from verl_ext.noise_config import NoiseConfig
 from verl_ext.reward import resolve_embedding_model_path
@@ -211,6 +212,24 @@ def config_problems(config: DictConfig) -> dict[str, str]:
         if message:
             problems[name] = message
     return problems
+
+
+def config_warnings(config: DictConfig) -> list[str]:
+    """Settings that run but differ from the paper's, said once at start-up."""
+    warnings = []
+    reward_settings = config.get("noisygrpo", {}).get("reward", {})
+    if reward_settings.get("correctness", "similarity") == "similarity":
+        try:
+            family = embedding_model_family(resolve_embedding_model_path(reward_settings.get("embedding_model")))
+        except (EmbeddingModelError, FileNotFoundError, ImportError):
+            family = None  # reported by the embedding_model_folder check
+        if family is not None and family != "mpnet":
+            warnings.append(
+                f"the similarity reward uses a {family!r} sentence-transformers model, not the paper's "
+                "all-mpnet-base-v2 (scores, and so rewards, differ); set noisygrpo.reward.embedding_model to an "
+                "all-mpnet-base-v2 folder (python -m recipe.noisygrpo.embedding_model assemble --output DIR)."
+            )
+    return warnings
 
 
 def validate_noisygrpo_config(config: DictConfig) -> None:
