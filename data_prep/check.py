@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data_prep.answer_types import answer_type
 from data_prep.images import MAX_ASPECT_RATIO
 from data_prep.pipeline import human_size
 from data_prep.rows import IMAGE_PLACEHOLDER
 from data_prep.tables import open_parquet
 from data_prep.tokens import image_token_count, load_processor, prompt_token_count
+from verl_ext.task import answer_type
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "images", "ability", "reward_model", "extra_info")
 BATCH_ROWS = 32

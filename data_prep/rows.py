@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from data_prep.answer_types import answer_type
 from data_prep.images import PreparedImage
-from data_prep.prompts import build_prompt
 from data_prep.records import WHOLE_ROW_FIELDS, Problem, RowTemplate, SourceRecord
+from verl_ext.task import answer_type, build_prompt, clean_answer
 
 IMAGE_PLACEHOLDER = "<image>"
-_ANSWER_WRAPPER = re.compile(r"^\s*<answer>([\s\S]*)</answer>\s*$")
-
-
-def clean_answer(answer: str) -> str:
-    """Strip whitespace and one `<answer>...</answer>` wrapper around the whole solution.
-
-    MM-RLHF-style solutions are written as "<answer> B </answer>". The row's ground truth keeps
-    the solution exactly as written (the reference's reward compares with that raw string);
-    `extra_info.answer` holds this cleaned text for strict scoring and evaluation.
-    """
-    match = _ANSWER_WRAPPER.match(answer)
-    return (match.group(1) if match else answer).strip()
 
 
 def text_problems(record: SourceRecord, template: RowTemplate) -> list[Problem]:

@@ -1,4 +1,5 @@
-"""Tests of the Bayesian (Kalman-style) advantage, docs/algorithm.md section 4 (verl_ext/advantage.py)."""
+"""Tests of the Bayesian (Kalman-style) advantage, docs/algorithm.md section 4 (verl_ext/kalman.py, the math;
+verl_ext/advantage.py, the registered estimator and its metrics)."""
 
 import math
 
@@ -13,13 +14,9 @@ from verl.trainer.config import AlgoConfig
 from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 from verl.trainer.ppo.ray_trainer import compute_advantage
 
-from verl_ext.advantage import (
-    BayesianGroupStats,
-    advantage_metrics,
-    bayesian_advantage,
-    compute_noisygrpo_advantage,
-    noisygrpo_inputs,
-)
+from verl_ext.advantage import advantage_metrics, compute_noisygrpo_advantage, noisygrpo_inputs
+from verl_ext.config import EstimatorConfig
+from verl_ext.kalman import BayesianGroupStats, bayesian_advantage
 
 LEVELS = [0.0, 0.3, 0.6, 0.9]
 HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -235,9 +232,9 @@ def test_output_follows_scores_dtype_and_empty_batch():
         ({"scores": torch.tensor([1.0, float("inf"), 0.0, 1.0])}, "must be finite"),
         ({"noise_extents": np.array([0.0, None, 0.6, 0.9], dtype=object)}, "must be finite"),
         ({"noise_extents": ["0.0", "clean", "0.6", "0.9"]}, "noise_extents must be numbers"),
-        ({"p_alpha": 0.0}, "p_alpha must be"),
-        ({"r_value": -1.0}, "r_value must be"),
-        ({"eps": 0.0}, "eps must be"),
+        ({"p_alpha": 0.0}, "p_alpha=0.0 must be"),
+        ({"r_value": -1.0}, "r_value=-1.0 must be"),
+        ({"eps": 0.0}, "eps=0.0 must be"),
     ],
 )
 def test_bad_input_raises_clear_errors(kwargs, match):
@@ -373,24 +370,23 @@ def test_estimator_length_mismatch_raises():
 
 
 def test_estimator_settings_precedence():
-    """kwarg > context > config > default, observed through K of the constant-reward group."""
+    """kwarg > the trainer's noisygrpo.estimator > default, observed through K of the constant-reward group."""
     rewards, mask, extents, uids, scores = token_level_batch()
     constant_group = int(np.flatnonzero(uids == "prompt-0")[0])
 
     def gain_of_constant_group(inputs):
         return float(inputs.stats.kalman_gain[inputs.stats.group_index[constant_group]])
 
-    config = OmegaConf.create({"adv_estimator": "noisygrpo", "r_value": 0.5})
     cases = [
-        ({}, {}, None, 1 / 1.1),
-        ({}, {}, config, 1 / 1.5),
-        ({}, {"r_value": 0.25}, config, 1 / 1.25),
-        ({"r_value": 1.0}, {"r_value": 0.25}, config, 1 / 2.0),
+        ({}, None, 1 / 1.1),
+        ({}, EstimatorConfig(r_value=0.25), 1 / 1.25),
+        ({"r_value": 1.0}, EstimatorConfig(r_value=0.25), 1 / 2.0),
+        ({}, EstimatorConfig(r_value=0.0), 1.0),  # R = 0: the prior alone, a legitimate ablation
     ]
-    for kwargs, context, cfg, expected in cases:
-        with noisygrpo_inputs(extents, **context) as inputs:
-            compute_noisygrpo_advantage(rewards, mask, index=uids, config=cfg, **kwargs)
-        assert gain_of_constant_group(inputs) == pytest.approx(expected), (kwargs, context)
+    for kwargs, estimator, expected in cases:
+        with noisygrpo_inputs(extents, estimator) as inputs:
+            compute_noisygrpo_advantage(rewards, mask, index=uids, config=None, **kwargs)
+        assert gain_of_constant_group(inputs) == pytest.approx(expected), (kwargs, estimator)
 
 
 @pytest.mark.parametrize("config_kind", ["dictconfig", "algoconfig"])

@@ -12,10 +12,10 @@ from PIL import Image
 
 from data_prep import mmrlhf
 from data_prep.pipeline import INVALID_REPORT, SKIPPED_REPORT, ConversionOptions, InvalidRowsError, convert
-from data_prep.prompts import COT_INSTRUCTION
 from data_prep.records import ImageSource, RowTemplate, SourceRecord
 from data_prep.testing import BAD_CASES, build_mmrlhf_tree, gradient_rgb, image_bytes
 from data_prep.writer import partial_path
+from verl_ext.task import COT_INSTRUCTION
 
 
 def _run(tree, out, *extra: str):

@@ -1,4 +1,4 @@
-"""data_prep.prompts and data_prep.answer_types: the CoT prompt and the answer-type rules (docs/algorithm.md §3, §5)."""
+"""verl_ext.task (the CoT prompt, answer tags, answer kinds) and data_prep.rows' use of it (docs/algorithm.md §3, §5)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import re
 
 import pytest
 
-from data_prep.answer_types import answer_type, multiple_choice_letter, yes_no
-from data_prep.prompts import COT_INSTRUCTION, build_prompt
-from data_prep.rows import clean_answer, prompt_text
+from data_prep.rows import prompt_text
+from verl_ext.task import COT_INSTRUCTION, answer_type, build_prompt, clean_answer, multiple_choice_letter, yes_no
 
 ALGORITHM_MD = pathlib.Path(__file__).resolve().parents[1] / "docs" / "algorithm.md"
 

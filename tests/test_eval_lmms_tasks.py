@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data_prep.prompts import COT_INSTRUCTION
 from recipe.noisygrpo.eval import lmms_adapters
 from recipe.noisygrpo.eval.benchmarks import EVAL_TASKS, PromptStyle, select_tasks
 from recipe.noisygrpo.eval.task_yaml import (
@@ -25,6 +24,7 @@ from recipe.noisygrpo.eval.task_yaml import (
     render_task_yaml,
     write_task_yamls,
 )
+from verl_ext.task import COT_INSTRUCTION
 
 
 class FunctionTag:

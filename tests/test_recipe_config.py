@@ -190,7 +190,7 @@ MISCONFIGURATIONS = {
         "group_size_matches_levels",
         "actor_rollout_ref.rollout.n=4",
     ),
-    "first_level_not_clean": (["noisygrpo.noise.levels=[0.3,0.3,0.6,0.9]"], "noise_section", "0"),
+    "first_level_not_clean": (["noisygrpo.noise.levels=[0.3,0.3,0.6,0.9]"], "noisygrpo_section", "must be 0.0"),
     "legacy_trainer": (["trainer.use_v1=false"], "v1_sync_trainer", "trainer.use_v1"),
     "async_trainer": (["trainer.v1.trainer_mode=colocate_async"], "v1_sync_trainer", "sync"),
     "rollout_correction_bypass": (
@@ -205,7 +205,8 @@ MISCONFIGURATIONS = {
         "no_legacy_reward_function",
         "reward.custom_reward_function",
     ),
-    "bad_estimator_setting": (["noisygrpo.estimator.r_value=0"], "estimator_settings", "r_value"),
+    "bad_estimator_setting": (["noisygrpo.estimator.r_value=-0.1"], "noisygrpo_section", "r_value"),
+    "reward_typo": (["noisygrpo.reward.mode=strcit"], "noisygrpo_section", "'mode'='strcit'"),
     "freeze_without_the_engine": (
         ["actor_rollout_ref.model.model_type=language_model"],
         "engine_settings",
@@ -254,6 +255,11 @@ def test_uniform_sampling_allows_any_group_size(tmp_path):
     base = script_overrides("run_qwen25vl_3b.sh", tmp_path=tmp_path)
     config = compose_config(base + ["noisygrpo.noise.sampling=uniform", "actor_rollout_ref.rollout.n=8"])
     assert "group_size_matches_levels" not in config_problems(config)
+
+
+def test_r_value_zero_is_a_legitimate_ablation(tmp_path):
+    base = script_overrides("run_qwen25vl_3b.sh", tmp_path=tmp_path)
+    assert config_problems(compose_config(base + ["noisygrpo.estimator.r_value=0"])) == {}
 
 
 def test_decay_with_a_horizon_is_accepted(tmp_path):

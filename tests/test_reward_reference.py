@@ -21,9 +21,9 @@ import pytest
 from PIL import Image
 
 from data_prep import mmrlhf
-from data_prep.prompts import COT_INSTRUCTION
 from verl_ext import reward
 from verl_ext.reward import compute_score
+from verl_ext.task import COT_INSTRUCTION
 
 RAW_ROWS = [
     ("What animal is shown?\nchoices:\nA. cat\nB. dog\nC. bird", "<answer> B </answer>"),

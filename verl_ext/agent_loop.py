@@ -45,20 +45,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 
-from verl_ext.noise import add_noise, decay_noise_extents, group_noise_extents, rollout_noise_seed
-from verl_ext.noise_config import NoiseConfig
+from verl_ext.config import NoiseConfig, NoisyGRPOConfig
+from verl_ext.noise import (
+    add_noise,
+    decay_noise_extents,
+    group_levels_seed,
+    group_noise_extents,
+    image_noise_seed,
+    rollout_noise_seed,
+)
 
 AGENT_NAME = "noisygrpo_agent"
 NOISE_THREAD_PREFIX = "noisygrpo-noise"
-# Third entropy word of the seed that draws a group's uniform noise levels ("grup"); with it
-# that seed never equals the two-word seeds of image_noise_seed.
-_GROUP_LEVELS_TAG = 0x67727570
 
 
 @dataclass(frozen=True)
@@ -91,18 +94,6 @@ class RolloutNoise:
         if self.actor_seed is None:
             return None
         return dataclasses.replace(self, extent=0.0, seed=self.actor_seed)
-
-
-def image_noise_seed(rollout_seed: int, image_index: int) -> int:
-    """Seed of the noise of the ``image_index``-th image of a rollout; image 0 uses the rollout seed itself."""
-    if image_index == 0:
-        return int(rollout_seed)
-    return int(np.random.SeedSequence((int(rollout_seed), int(image_index))).generate_state(1, dtype=np.uint32)[0])
-
-
-def group_levels_seed(noise_seed: int, step: int) -> int:
-    """Seed of a group's level draw under uniform sampling: shared by the group's sessions, new each step."""
-    return int(np.random.SeedSequence((int(noise_seed), int(step), _GROUP_LEVELS_TAG)).generate_state(1)[0])
 
 
 def rollout_noise_extent(
@@ -199,16 +190,26 @@ class NoisyImageClient:
         return getattr(self.client, name)
 
 
-def _noise_section(config: DictConfig | dict) -> Any:
-    if isinstance(config, DictConfig):
-        return OmegaConf.select(config, "noisygrpo.noise")
-    return (config.get("noisygrpo") or {}).get("noise")
+@dataclass(frozen=True)
+class _WorkerNoise:
+    """What every loop of one agent-loop worker reads from the trainer config."""
+
+    noise: NoiseConfig
+    decay_total_steps: int | None
 
 
-def _trainer_total_steps(config: DictConfig | dict) -> int | None:
-    if isinstance(config, DictConfig):
-        return OmegaConf.select(config, "trainer.total_training_steps")
-    return (config.get("trainer") or {}).get("total_training_steps")
+# Parsed once per worker: verl builds one loop per rollout, all from the same config object.
+_PARSED_CONFIGS: dict[int, tuple[Any, _WorkerNoise]] = {}
+
+
+def worker_noise(config: DictConfig) -> _WorkerNoise:
+    """The ``noisygrpo.noise`` settings of a trainer config, parsed on the worker's first call."""
+    cached = _PARSED_CONFIGS.get(id(config))
+    if cached is None or cached[0] is not config:
+        noise = NoisyGRPOConfig.from_config(OmegaConf.select(config, "noisygrpo")).noise
+        total = noise.resolve_decay_total_steps(OmegaConf.select(config, "trainer.total_training_steps"))
+        cached = _PARSED_CONFIGS[id(config)] = (config, _WorkerNoise(noise, total))
+    return cached[1]
 
 
 @register(AGENT_NAME)
@@ -217,20 +218,14 @@ class NoisyGRPOAgentLoop(SingleTurnAgentLoop):
 
     Constructed by verl's ``AgentLoopWorker`` (once per rollout) with the whole trainer config,
     from which it reads ``noisygrpo.noise``, ``actor_rollout_ref.rollout.n`` and
-    ``trainer.total_training_steps``.
+    ``trainer.total_training_steps`` (validated at start-up, before Ray starts).
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.noise = NoiseConfig.from_config(_noise_section(self.config))
+        settings = worker_noise(self.config)
+        self.noise, self.decay_total_steps = settings.noise, settings.decay_total_steps
         self.group_size = int(self.rollout_config.n)
-        if self.noise.sampling == "fixed" and self.group_size != len(self.noise.levels):
-            raise ValueError(
-                f"actor_rollout_ref.rollout.n={self.group_size} but noisygrpo.noise.levels has "
-                f"{len(self.noise.levels)} levels {list(self.noise.levels)}: with fixed sampling each rollout of a "
-                "group gets one level, so the two must match."
-            )
-        self.decay_total_steps = self.noise.resolve_decay_total_steps(_trainer_total_steps(self.config))
         self.server_manager = NoisyImageClient(self.server_manager)
 
     def rollout_noise(self, kwargs: dict[str, Any]) -> RolloutNoise:
@@ -287,8 +282,6 @@ __all__ = [
     "NoisyGRPOAgentLoop",
     "NoisyImageClient",
     "RolloutNoise",
-    "group_levels_seed",
-    "image_noise_seed",
     "noise_executor",
     "noisy_copies",
     "rollout_and_actor_images",

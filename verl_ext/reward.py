@@ -17,7 +17,6 @@ are skipped there). ``score`` is the reward; the other keys reach ``reward_extra
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -25,34 +24,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from data_prep.answer_types import answer_type, multiple_choice_letter, yes_no
+from verl_ext.config import REWARD_CONFIG_HINT, RewardConfig
+from verl_ext.task import (
+    answer_type,
+    extract_answer,
+    is_multiple_choice,
+    is_well_formatted,
+    is_yes_no,
+    multiple_choice_letter,
+    yes_no,
+)
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
-
-# The whole response must be "<think>...</think> <answer>...</answer>" (re.fullmatch, no strip):
-# that is the reference's whole-response match, and verl decodes the response exactly as the
-# reference's trainer does (skip_special_tokens=True), so text before <think> or after </answer>,
-# including a trailing newline, costs the format point here as it does there.
-FORMAT_PATTERN = re.compile(r"<think>([\s\S]*?)</think>\s*<answer>([\s\S]*?)</answer>")
-ANSWER_PATTERN = re.compile(r"<answer>([\s\S]*?)</answer>")
 
 # Keyword arguments verl's reward managers add on their own (only when a reward model router
 # exists); accepted and ignored so that any other unknown keyword is reported as a config typo.
 VERL_PASSTHROUGH_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
 
-CONFIG_HINT = "set it under noisygrpo.reward (passed as reward.custom_reward_function.reward_kwargs)"
-
 
 def format_score(response: str) -> float:
-    """1.0 when the whole response is a think block followed by an answer block, else 0.0."""
-    return 1.0 if FORMAT_PATTERN.fullmatch(response) else 0.0
+    """1.0 when the whole response is a think block followed by an answer block, else 0.0.
 
-
-def extract_answer(text: str) -> str | None:
-    """The stripped text inside the first ``<answer>...</answer>`` pair, or None without one."""
-    match = ANSWER_PATTERN.search(text)
-    return match.group(1).strip() if match else None
+    No strip: the reference matches the whole response, and verl decodes it as the reference's
+    trainer does (skip_special_tokens=True), so text around the blocks, even a trailing newline,
+    costs the format point here as there.
+    """
+    return 1.0 if is_well_formatted(response) else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,38 +147,6 @@ def embedding_similarity(first: str, second: str, *, embedding_model: str | None
 # ---------------------------------------------------------------------------------------------
 
 
-CORRECTNESS_KINDS = ("similarity", "exact")
-MODES = ("reference", "strict")
-
-
-@dataclass(frozen=True)
-class RewardSettings:
-    """The reward knobs (``noisygrpo.reward`` in the trainer config), validated on construction."""
-
-    correctness: str = "similarity"
-    mode: str = "reference"
-    embedding_model: str | None = None
-    similarity_threshold: float = 0.6
-    embedding_device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.correctness not in CORRECTNESS_KINDS:
-            raise ValueError(
-                f"reward kwarg 'correctness'={self.correctness!r} is unknown; choose one of "
-                f"{sorted(CORRECTNESS_KINDS)} and {CONFIG_HINT}."
-            )
-        if self.mode not in MODES:
-            raise ValueError(
-                f"reward kwarg 'mode'={self.mode!r} is unknown; choose one of {sorted(MODES)} and {CONFIG_HINT}."
-            )
-        threshold = self.similarity_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
-            raise ValueError(
-                f"reward kwarg 'similarity_threshold'={threshold!r} must be a finite number (the paper uses 0.6); "
-                f"{CONFIG_HINT}."
-            )
-
-
 @dataclass(frozen=True)
 class ScoringCase:
     """One response's answer (inside its tags, stripped), the row's ground truth exactly as stored,
@@ -191,7 +157,7 @@ class ScoringCase:
     question: str | None
 
 
-def thresholded_similarity(answer: str, solution: str, settings: RewardSettings) -> float:
+def thresholded_similarity(answer: str, solution: str, settings: RewardConfig) -> float:
     """Embedding similarity of answer and solution, or 0 below the threshold."""
     similarity = embedding_similarity(
         answer, solution, embedding_model=settings.embedding_model, device=settings.embedding_device
@@ -225,11 +191,11 @@ def reference_override(answer: str, solution: str, question: str | None) -> bool
     if question is None:
         return False
     solution = solution.strip()
-    if "choices:" in question.lower():
+    if is_multiple_choice(question):
         letter = reference_choice_letter(solution)
         if letter is not None and answer.upper() == letter:
             return True
-    if "Answer the question with Yes or No." in question:
+    if is_yes_no(question):
         answer_text, solution_text = answer.lower(), solution.lower()
         if _REFERENCE_YES.search(solution_text) and _REFERENCE_YES.search(answer_text):
             return True
@@ -238,7 +204,7 @@ def reference_override(answer: str, solution: str, question: str | None) -> bool
     return False
 
 
-def reference_similarity(case: ScoringCase, settings: RewardSettings) -> float:
+def reference_similarity(case: ScoringCase, settings: RewardConfig) -> float:
     """correctness_bem_score_reward: similarity with the raw ground truth (tags and all), then the overrides.
 
     A wrong letter or a wrong yes/no keeps its similarity score, as there.
@@ -248,7 +214,7 @@ def reference_similarity(case: ScoringCase, settings: RewardSettings) -> float:
     return thresholded_similarity(case.answer, case.ground_truth, settings)
 
 
-def reference_exact(case: ScoringCase, settings: RewardSettings) -> float:
+def reference_exact(case: ScoringCase, settings: RewardConfig) -> float:
     """correctness_reward: case-insensitive match with the raw ground truth, dots ignored on the second try.
 
     (Its multiple-choice check raises there on every row and is skipped, so it has no overrides.)
@@ -284,7 +250,7 @@ ANSWER_OVERRIDES: dict[str, Callable[[str, str], bool]] = {
 }
 
 
-def strict_similarity(case: ScoringCase, settings: RewardSettings) -> float:
+def strict_similarity(case: ScoringCase, settings: RewardConfig) -> float:
     """Thresholded similarity for free-form answers; 1 or 0 for multiple-choice and yes/no answers.
 
     Without a question text the answer kind cannot be detected and every answer is free form.
@@ -297,7 +263,7 @@ def strict_similarity(case: ScoringCase, settings: RewardSettings) -> float:
     return 1.0 if agrees(case.answer, solution) else 0.0
 
 
-def strict_exact(case: ScoringCase, settings: RewardSettings) -> float:
+def strict_exact(case: ScoringCase, settings: RewardConfig) -> float:
     """1.0 on a case-insensitive exact match with the solution inside its tags, dots ignored, else 0.0."""
 
     def normalise(text: str) -> str:
@@ -307,7 +273,7 @@ def strict_exact(case: ScoringCase, settings: RewardSettings) -> float:
 
 
 # (correctness, mode) -> scorer of an answer found inside <answer> tags.
-CORRECTNESS_SCORERS: dict[tuple[str, str], Callable[[ScoringCase, RewardSettings], float]] = {
+CORRECTNESS_SCORERS: dict[tuple[str, str], Callable[[ScoringCase, RewardConfig], float]] = {
     ("similarity", "reference"): reference_similarity,
     ("exact", "reference"): reference_exact,
     ("similarity", "strict"): strict_similarity,
@@ -380,14 +346,14 @@ def compute_score(
     if unknown:
         raise TypeError(
             f"compute_score got unknown reward kwargs {unknown}; known: correctness, mode, embedding_model, "
-            f"similarity_threshold, embedding_device ({CONFIG_HINT})."
+            f"similarity_threshold, embedding_device ({REWARD_CONFIG_HINT})."
         )
     if not isinstance(solution_str, str) or not isinstance(ground_truth, str):
         raise TypeError(
             "compute_score needs the response (solution_str) and reward_model.ground_truth as strings, got "
             f"{type(solution_str).__name__} and {type(ground_truth).__name__}; check the data_prep parquet."
         )
-    settings = RewardSettings(
+    settings = RewardConfig(
         correctness=correctness,
         mode=mode,
         embedding_model=embedding_model,

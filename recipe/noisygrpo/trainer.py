@@ -12,6 +12,7 @@ padding rows and the write-back stay verl's.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from verl.trainer.main_ppo import TaskRunnerV1
 from verl.trainer.ppo.v1 import PPOTrainerSync
 
 from verl_ext.advantage import noisygrpo_inputs
+from verl_ext.config import NoisyGRPOConfig
 
 NOISYGRPO_ESTIMATOR = "noisygrpo"
 
@@ -52,6 +54,10 @@ def noise_extents_from_extra_fields(extra_fields: Sequence[Any], keys: Sequence[
 class NoisyGRPOTrainer(PPOTrainerSync):
     """verl's v1 sync trainer whose advantage step also sees each rollout's noise extent."""
 
+    @functools.cached_property
+    def noisygrpo_config(self) -> NoisyGRPOConfig:
+        return NoisyGRPOConfig.from_config(self.config.get("noisygrpo"))
+
     def _fetch_noise_extents(self, batch) -> torch.Tensor:
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
         return noise_extents_from_extra_fields(_as_list(data["extra_fields"]), batch.keys)
@@ -63,13 +69,10 @@ class NoisyGRPOTrainer(PPOTrainerSync):
             # verl's _compute_advantage reads the same keys in the same order, so row i of the
             # extents is row i of the estimator's batch, whatever batch balancing reordered.
             noise_extents = self._fetch_noise_extents(batch)
-            estimator = self.config.noisygrpo.estimator
-            with noisygrpo_inputs(
-                noise_extents, p_alpha=estimator.p_alpha, r_value=estimator.r_value, eps=estimator.eps
-            ) as inputs:
+            with noisygrpo_inputs(noise_extents, self.noisygrpo_config.estimator) as inputs:
                 batch = super()._compute_advantage(batch, metrics)
             metrics.update(inputs.metrics)
-        log_dir = self.config.get("noisygrpo", {}).get("advantage_log_dir")
+        log_dir = self.noisygrpo_config.advantage_log_dir
         if log_dir:
             self._log_advantages(batch, log_dir)
         return batch

@@ -1,9 +1,13 @@
 """Start-up checks of a NoisyGRPO config, run before Ray starts.
 
-Each check is a small function registered with :func:`config_check`; it returns a message
-saying what is wrong and how to fix it, or ``None``. :func:`validate_noisygrpo_config`
-runs all of them and raises one error listing every problem, so a user fixes a script in
-one go instead of one failed launch per mistake.
+The ``noisygrpo:`` section validates itself when it is built (:class:`verl_ext.config.NoisyGRPOConfig`);
+the checks here are the rules that span sections: our section against verl's (rollout.n and the
+levels, the trainer mode, rollout correction, the engine that honours the vision freeze, the
+validation data) and against the file system (the embedding model). Each check is a small function
+registered with :func:`config_check`; it receives the whole config and the parsed section (None when
+the section itself is invalid, which ``noisygrpo_section`` reports) and returns a message saying what
+is wrong and how to fix it, or ``None``. :func:`validate_noisygrpo_config` runs all of them and raises
+one error listing every problem, so a user fixes a script in one go.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from collections.abc import Callable
 from omegaconf import DictConfig
 
 from recipe.noisygrpo.embedding_model import EmbeddingModelError, embedding_model_family
+from verl_ext.config import NoisyGRPOConfig
 from verl_ext.engine import ENGINE_CONFIG_TARGET, MODEL_TYPE, OPTIMIZER_CONFIG_TARGET
-from verl_ext.noise_config import NoiseConfig
 from verl_ext.reward import resolve_embedding_model_path
 
-ConfigCheck = Callable[[DictConfig], "str | None"]
+ConfigCheck = Callable[[DictConfig, "NoisyGRPOConfig | None"], "str | None"]
 CONFIG_CHECKS: dict[str, ConfigCheck] = {}
 
 
@@ -36,7 +40,7 @@ def config_check(name: str) -> Callable[[ConfigCheck], ConfigCheck]:
 
 
 @config_check("v1_sync_trainer")
-def check_v1_sync_trainer(config: DictConfig) -> str | None:
+def check_v1_sync_trainer(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
     # The noisy agent loop needs the `session_id` that only the v1 trainer passes, and the
     # NoisyGRPO trainer subclasses the v1 sync trainer.
     if not config.trainer.get("use_v1", False):
@@ -49,22 +53,22 @@ def check_v1_sync_trainer(config: DictConfig) -> str | None:
     return None
 
 
-@config_check("noise_section")
-def check_noise_section(config: DictConfig) -> str | None:
-    try:
-        NoiseConfig.from_config(config.get("noisygrpo", {}).get("noise"))
+@config_check("noisygrpo_section")
+def check_noisygrpo_section(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
+    if section is not None:
+        return None
+    try:  # build it again only to read its message
+        NoisyGRPOConfig.from_config(config.get("noisygrpo"))
     except ValueError as error:
         return str(error)
     return None
 
 
 @config_check("group_size_matches_levels")
-def check_group_size_matches_levels(config: DictConfig) -> str | None:
-    try:
-        noise = NoiseConfig.from_config(config.get("noisygrpo", {}).get("noise"))
-    except ValueError:
-        return None  # reported by noise_section
-    group_size = config.actor_rollout_ref.rollout.n
+def check_group_size_matches_levels(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
+    if section is None:
+        return None
+    noise, group_size = section.noise, config.actor_rollout_ref.rollout.n
     if noise.sampling == "fixed" and group_size != len(noise.levels):
         return (
             f"actor_rollout_ref.rollout.n={group_size} but noisygrpo.noise.levels has {len(noise.levels)} levels "
@@ -77,18 +81,19 @@ def check_group_size_matches_levels(config: DictConfig) -> str | None:
 
 
 @config_check("decay_horizon")
-def check_decay_horizon(config: DictConfig) -> str | None:
+def check_decay_horizon(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
     # The agent-loop workers cannot see the step count the trainer derives from the dataset.
+    if section is None:
+        return None
     try:
-        noise = NoiseConfig.from_config(config.get("noisygrpo", {}).get("noise"))
-        noise.resolve_decay_total_steps(config.trainer.get("total_training_steps"))
+        section.noise.resolve_decay_total_steps(config.trainer.get("total_training_steps"))
     except ValueError as error:
         return str(error)
     return None
 
 
 @config_check("no_rollout_correction")
-def check_no_rollout_correction(config: DictConfig) -> str | None:
+def check_no_rollout_correction(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
     # Rollouts are generated from noisy images on purpose, so rollout-vs-actor probability
     # gaps are expected; "correcting" them would undo the method.
     correction = config.algorithm.get("rollout_correction") or {}
@@ -108,7 +113,7 @@ def check_no_rollout_correction(config: DictConfig) -> str | None:
 
 
 @config_check("no_legacy_reward_function")
-def check_no_legacy_reward_function(config: DictConfig) -> str | None:
+def check_no_legacy_reward_function(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
     # verl 0.9.1 still composes the old top-level keys but silently ignores them.
     legacy = config.get("custom_reward_function") or {}
     if legacy.get("path"):
@@ -119,19 +124,8 @@ def check_no_legacy_reward_function(config: DictConfig) -> str | None:
     return None
 
 
-@config_check("estimator_settings")
-def check_estimator_settings(config: DictConfig) -> str | None:
-    estimator = config.get("noisygrpo", {}).get("estimator", {})
-    problems = [
-        f"noisygrpo.estimator.{key}={estimator.get(key)!r} must be > 0"
-        for key in ("p_alpha", "r_value", "eps")
-        if not (isinstance(estimator.get(key), int | float) and estimator.get(key) > 0)
-    ]
-    return "; ".join(problems) or None
-
-
 @config_check("engine_settings")
-def check_engine_settings(config: DictConfig) -> str | None:
+def check_engine_settings(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
     # verl 0.9.1 reads neither actor.freeze_vision_tower nor a linear schedule; verl_ext.engine does,
     # but only when the recipe's wiring is intact. Refuse rather than train the vision tower silently.
     actor = config.actor_rollout_ref.actor
@@ -173,7 +167,7 @@ def check_engine_settings(config: DictConfig) -> str | None:
 
 
 @config_check("no_validation_without_val_files")
-def check_validation_has_data(config: DictConfig) -> str | None:
+def check_validation_has_data(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
     # data.val_files=null means "no validation" (the paper trains on every row and never validates).
     if config.data.get("val_files") is not None:
         return None
@@ -192,23 +186,31 @@ def check_validation_has_data(config: DictConfig) -> str | None:
 
 
 @config_check("embedding_model_folder")
-def check_embedding_model_folder(config: DictConfig) -> str | None:
+def check_embedding_model_folder(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
     # The reward workers load it at the first rollout; a wrong path would fail minutes into the run.
-    reward_settings = config.get("noisygrpo", {}).get("reward", {})
-    if reward_settings.get("correctness", "similarity") != "similarity":
+    if section is None or section.reward.correctness != "similarity":
         return None
     try:
-        resolve_embedding_model_path(reward_settings.get("embedding_model"))
+        resolve_embedding_model_path(section.reward.embedding_model)
     except (FileNotFoundError, ImportError) as error:
         return f"noisygrpo.reward.embedding_model: {error}"
     return None
 
 
+def parsed_section(config: DictConfig) -> NoisyGRPOConfig | None:
+    """The ``noisygrpo:`` section, or None when it is invalid."""
+    try:
+        return NoisyGRPOConfig.from_config(config.get("noisygrpo"))
+    except ValueError:
+        return None
+
+
 def config_problems(config: DictConfig) -> dict[str, str]:
     """Runs every registered check; returns ``{check name: message}`` for the failing ones."""
+    section = parsed_section(config)
     problems = {}
     for name, check in CONFIG_CHECKS.items():
-        message = check(config)
+        message = check(config, section)
         if message:
             problems[name] = message
     return problems
@@ -217,10 +219,10 @@ def config_problems(config: DictConfig) -> dict[str, str]:
 def config_warnings(config: DictConfig) -> list[str]:
     """Settings that run but differ from the paper's, said once at start-up."""
     warnings = []
-    reward_settings = config.get("noisygrpo", {}).get("reward", {})
-    if reward_settings.get("correctness", "similarity") == "similarity":
+    section = parsed_section(config)
+    if section is not None and section.reward.correctness == "similarity":
         try:
-            family = embedding_model_family(resolve_embedding_model_path(reward_settings.get("embedding_model")))
+            family = embedding_model_family(resolve_embedding_model_path(section.reward.embedding_model))
         except (EmbeddingModelError, FileNotFoundError, ImportError):
             family = None  # reported by the embedding_model_folder check
         if family is not None and family != "mpnet":

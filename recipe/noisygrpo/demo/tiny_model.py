@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from data_prep.prompts import COT_INSTRUCTION
+from verl_ext.task import COT_INSTRUCTION
 
 # Qwen2.5-VL's special tokens, in the order of the real vocabulary (ids 151643..151656 there).
 QWEN25VL_SPECIAL_TOKENS: tuple[str, ...] = (

@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from data_prep.prompts import COT_INSTRUCTION
 from recipe.noisygrpo.eval.benchmarks import EvalTask, select_tasks
 from recipe.noisygrpo.eval.checkpoint import (
     CheckpointKind,
@@ -47,6 +46,7 @@ from recipe.noisygrpo.eval.environment import PythonProbe, probe_python
 from recipe.noisygrpo.eval.judge import DUMMY_API_TYPE, JudgeMode, JudgeStatus, judge_status
 from recipe.noisygrpo.eval.manifest import MANIFEST_NAME, shell_line, utc_now, write_manifest
 from recipe.noisygrpo.eval.task_yaml import DatasetOverride, Decoding, write_task_yamls
+from verl_ext.task import COT_INSTRUCTION
 
 EXPECTED_LMMS_EVAL = "0.7.3"
 REPO_ROOT = Path(__file__).resolve().parents[3]

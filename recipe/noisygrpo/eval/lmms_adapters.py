@@ -4,7 +4,7 @@ Each function delegates to the upstream lmms-eval 0.7.3 task code, imported by m
 called (lmms-eval is only installed where evaluation runs, never needed to import this module):
 
 - ``*_doc_to_text``: the benchmark's question text (stripped), then a newline and the paper's CoT
-  instruction (``data_prep.prompts.build_prompt``, the training prompt of docs/algorithm.md §5). Upstream
+  instruction (``verl_ext.task.build_prompt``, the training prompt of docs/algorithm.md §5). Upstream
   direct-answer instructions ("Answer with the option's letter ...") are left out, since they
   contradict the CoT instruction.
 - ``*_process_results``: upstream scoring, fed the text inside ``<answer>...</answer>`` when the
@@ -18,13 +18,10 @@ No scoring logic lives here: only prompt text and the span handed to the upstrea
 from __future__ import annotations
 
 import importlib
-import re
 from types import ModuleType
 from typing import Any
 
-from data_prep.prompts import build_prompt
-
-ANSWER_SPAN = re.compile(r"<answer>([\s\S]*?)</answer>")
+from verl_ext.task import build_prompt, extract_answer
 
 # Upstream utils modules, by the lmms-eval task folder that holds them.
 UPSTREAM_MODULES = {
@@ -52,8 +49,8 @@ def upstream(folder: str) -> ModuleType:
 
 def final_answer(response: str) -> str:
     """The stripped text of the first ``<answer>...</answer>`` span, or ``response`` unchanged without one."""
-    match = ANSWER_SPAN.search(response)
-    return match.group(1).strip() if match else response
+    answer = extract_answer(response)
+    return response if answer is None else answer
 
 
 def final_answers(responses: list[str]) -> list[str]:
