@@ -204,7 +204,8 @@ def test_overlong_prompts_are_counted_and_named_not_dropped_silently(processor, 
             assert "__noisygrpo_row__" not in dataset.dataframe.column_names
     assert lengths == {4096: 4, 64: 2}
     report = capsys.readouterr().out
-    assert "dropped 2 of 4 rows" in report and "rows 1, 3" in report and "data.max_prompt_length=64" in report
+    assert "dropped 2 of 4 rows" in report and "data.max_prompt_length=64" in report
+    assert "sizes.parquet row 1; " in report and "sizes.parquet row 3." in report
 
 
 def test_null_val_files_give_a_one_row_placeholder_for_the_validation_loader(data_files, processor, tmp_path):

@@ -32,21 +32,24 @@ dropped rows are counted and named, so none disappears unnoticed.
 Images: upstream silently drops a row whose image cannot be decoded when
 ``data.filter_overlong_prompts`` is on (the length filter catches every error and counts
 the row as too long) and fails with a bare PIL error, naming neither row nor file, when it
-is off. Here every image of every data file is decoded once at construction, and an
-undecodable one raises :class:`UndecodableImageError` naming the file, the row and the image.
-Rows carry decoded images (see :meth:`NoisyRLHFDataset._build_messages`).
+is off. Both checks hook the one upstream method every construction passes through,
+``maybe_filter_out_long_prompts``, on the rows upstream loaded: every image is decoded once
+there, and an undecodable one raises :class:`UndecodableImageError` naming the file, the row
+and the image. Rows carry decoded images (see :meth:`NoisyRLHFDataset._build_messages`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from io import BytesIO
 from typing import Any
 
 import datasets
+import pyarrow.parquet as pq
 from omegaconf import DictConfig
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
 # Importing the agent loop registers it wherever this class is loaded: the trainer and every
@@ -202,14 +205,11 @@ def find_undecodable_images(
     return list(zip(problems["row"], problems["image"], problems["reason"], strict=True))
 
 
-def _load_data_file(data_file: str) -> datasets.Dataset:
-    # Same loaders as RLHFDataset._read_files_and_tokenize; datasets caches the Arrow table, so
-    # upstream's own load of the file right after this one is cheap.
+def _row_count(data_file: str) -> int:
+    """Rows of a data file: from the parquet footer, or by loading a JSON / JSONL file (datasets caches it)."""
     if data_file.endswith(".parquet"):
-        return datasets.load_dataset("parquet", data_files=data_file)["train"]
-    if data_file.endswith((".json", ".jsonl")):
-        return datasets.load_dataset("json", data_files=data_file)["train"]
-    raise ValueError(f"Unsupported file format: {data_file} (expected .parquet, .json or .jsonl)")
+        return pq.ParquetFile(data_file).metadata.num_rows
+    return len(datasets.load_dataset("json", data_files=data_file)["train"])
 
 
 class NoisyRLHFDataset(RLHFDataset):
@@ -244,56 +244,55 @@ class NoisyRLHFDataset(RLHFDataset):
             data_files=data_files, tokenizer=tokenizer, config=config, processor=processor, max_samples=max_samples
         )
 
-    def _read_files_and_tokenize(self) -> None:
-        # Before upstream's length filter, which would silently drop undecodable rows.
-        self._raise_on_undecodable_images()
-        super()._read_files_and_tokenize()
-
     def maybe_filter_out_long_prompts(self, dataframe: datasets.Dataset = None) -> datasets.Dataset:
-        """Upstream's length filter, with the dropped rows counted and named (upstream only prints the new length)."""
-        if not self.filter_overlong_prompts or dataframe is None:
+        """Undecodable images are an error; then upstream's length filter, with the dropped rows counted and named."""
+        if dataframe is None:
+            return super().maybe_filter_out_long_prompts(dataframe)
+        if not self.validation_disabled:  # the placeholder row is never used
+            self._raise_on_undecodable_images(dataframe)
+        if not self.filter_overlong_prompts:
             return super().maybe_filter_out_long_prompts(dataframe)
         numbered = dataframe.add_column(_ROW_COLUMN, list(range(len(dataframe))))
         kept = super().maybe_filter_out_long_prompts(numbered)
         dropped = sorted(set(range(len(dataframe))) - set(kept[_ROW_COLUMN]))
         if dropped:
-            named = ", ".join(str(row) for row in dropped[:MAX_REPORTED_PROBLEMS])
-            more = f" and {len(dropped) - MAX_REPORTED_PROBLEMS} more" if len(dropped) > MAX_REPORTED_PROBLEMS else ""
+            named = "; ".join(self._locate(row) for row in dropped[:MAX_REPORTED_PROBLEMS])
+            more = f"; and {len(dropped) - MAX_REPORTED_PROBLEMS} more" if len(dropped) > MAX_REPORTED_PROBLEMS else ""
             print(
-                f"[noisygrpo] WARNING: data.filter_overlong_prompts dropped {len(dropped)} of {len(dataframe)} rows of "
-                f"{list(self.original_data_files)} whose prompt, image tokens included, is longer than "
-                f"data.max_prompt_length={self.max_prompt_length}: rows {named}{more} (counted from 0 over the "
-                "files). Raise data.max_prompt_length, or lower the images' max_pixels in data prep "
+                f"[noisygrpo] WARNING: data.filter_overlong_prompts dropped {len(dropped)} of {len(dataframe)} rows "
+                f"whose prompt, image tokens included, is longer than data.max_prompt_length={self.max_prompt_length}: "
+                f"{named}{more}. Raise data.max_prompt_length, or lower the images' max_pixels in data prep "
                 "(python -m data_prep.check FILE --tokens MODEL_PATH shows the lengths).",
                 flush=True,
             )
         self.dropped_overlong_rows = dropped
         return kept.remove_columns(_ROW_COLUMN)
 
-    def _raise_on_undecodable_images(self) -> None:
-        if self.validation_disabled:
-            return  # the placeholder row is never used
-        messages = []
-        for local_file, original_file in zip(self.data_files, self.original_data_files, strict=True):
-            problems = find_undecodable_images(_load_data_file(local_file), self.image_key, self.num_workers)
-            if not problems:
-                continue
-            where = str(original_file) if str(original_file) == local_file else f"{original_file} (local {local_file})"
-            listed = "; ".join(
-                f"row {row} image {image}: {reason}" for row, image, reason in problems[:MAX_REPORTED_PROBLEMS]
-            )
-            more = (
-                f"; and {len(problems) - MAX_REPORTED_PROBLEMS} more" if len(problems) > MAX_REPORTED_PROBLEMS else ""
-            )
-            messages.append(
-                f"{where}: {len(problems)} undecodable image(s) in column {self.image_key!r}: {listed}{more}"
-            )
-        if messages:
-            raise UndecodableImageError(
-                "cannot decode images (rows counted from 0 within each file):\n  "
-                + "\n  ".join(messages)
-                + "\nRepair or drop these rows (e.g. re-run the data preparation) and start again."
-            )
+    def _locate(self, row: int) -> str:
+        """"FILE row R" for a row of the loaded data (rows counted from 0 within each file)."""
+        if len(self.dataframe) == sum(self._file_rows):  # no max_samples selection: rows follow the files
+            for original_file, count in zip(self.original_data_files, self._file_rows, strict=True):
+                if row < count:
+                    return f"{original_file} row {row}"
+                row -= count
+        return f"row {row} of the {len(self.dataframe)} rows selected from {list(self.original_data_files)}"
+
+    @functools.cached_property
+    def _file_rows(self) -> list[int]:
+        return [_row_count(local_file) for local_file in self.data_files]
+
+    def _raise_on_undecodable_images(self, dataframe: datasets.Dataset) -> None:
+        problems = find_undecodable_images(dataframe, self.image_key, self.num_workers)
+        if not problems:
+            return
+        listed = "\n  ".join(
+            f"{self._locate(row)} image {image}: {reason}" for row, image, reason in problems[:MAX_REPORTED_PROBLEMS]
+        )
+        more = f"\n  and {len(problems) - MAX_REPORTED_PROBLEMS} more" if len(problems) > MAX_REPORTED_PROBLEMS else ""
+        raise UndecodableImageError(
+            f"cannot decode {len(problems)} image(s) in column {self.image_key!r} (rows counted from 0 within each "
+            f"file):\n  {listed}{more}\nRepair or drop these rows (e.g. re-run the data preparation) and start again."
+        )
 
     def _build_messages(self, example: dict, key: str) -> list:
         """Upstream's messages, with every PIL image decoded now rather than lazily.
@@ -304,30 +303,18 @@ class NoisyRLHFDataset(RLHFDataset):
         once is not safe in PIL. A decoded image is also what Ray's pickling would produce.
         """
         messages = super()._build_messages(example, key)
-        position = 0
         for message in messages:
             content = message.get("content")
             for part in content if isinstance(content, list) else []:
                 if not (isinstance(part, dict) and part.get("type") == "image"):
                     continue
                 if isinstance(part.get("image"), Image.Image):
-                    try:
-                        part["image"].load()
-                    except Exception as error:  # whatever PIL raises for broken data
-                        raise UndecodableImageError(f"image {position}: {type(error).__name__}: {error}") from error
-                position += 1
+                    part["image"].load()  # construction decoded every image once, so this one decodes
         return messages
 
     def __getitem__(self, item: int) -> dict:
         row = int(item)
-        try:
-            row_dict = super().__getitem__(row)
-        except (UnidentifiedImageError, UndecodableImageError) as error:
-            # Construction checked every image, so the data files changed since.
-            raise UndecodableImageError(
-                f"dataset row {row} (counted after upstream's filtering; data files {list(self.original_data_files)}) "
-                f"has an image that cannot be decoded: {error}"
-            ) from error
+        row_dict = super().__getitem__(row)
         row_dict["noise_seed"] = int(prompt_noise_seed(self.noise_base_seed, row))
         row_dict["agent_name"] = self.agent_name
         return row_dict
