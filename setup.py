@@ -43,12 +43,16 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    # Only our three packages: verl's wheel already installs top-level `tests` and `scripts`.
-    packages=find_packages(include=["recipe", "recipe.*", "verl_ext", "verl_ext.*", "data_prep", "data_prep.*"]),
+    # Only our packages: verl's wheel already installs top-level `tests` and `scripts`.
+    packages=find_packages(
+        include=["recipe", "recipe.*", "verl_ext", "verl_ext.*", "verl_cpu", "verl_cpu.*", "data_prep", "data_prep.*"]
+    ),
     package_data={"recipe.noisygrpo": ["config/*.yaml", "eval/*.json", "eval/*.yaml"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    # `import verl` imports every `verl.plugins` entry point, in every Ray worker process too.
-    entry_points={"verl.plugins": ["noisygrpo = verl_ext.plugin"]},
+    # `import verl` imports every `verl.plugins` entry point, in every Ray worker process too, in the
+    # order of their names (setuptools sorts them): the CPU backend (a no-op unless
+    # NOISYGRPO_CPU_BACKEND=1) must register its platform before verl_ext's engine asks for the device.
+    entry_points={"verl.plugins": ["cpu_backend = verl_cpu.plugin", "noisygrpo = verl_ext.plugin"]},
 )

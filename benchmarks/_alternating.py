@@ -15,7 +15,7 @@ step and ``$NOISYGRPO_BENCH_NOISY_PARITY`` (0 or 1: NoisyGRPO on even or odd ste
   ``bench_step`` registers with verl's ``rollout.agent.agent_loop_config_path``.
 
 Everything else is the recipe's code path. Entry point (``bench_step`` starts it through
-``verl_ext.cpu.launch.run_on_cpu``): ``python -m benchmarks._alternating [hydra overrides]``.
+``verl_cpu.launch.run_on_cpu``): ``python -m benchmarks._alternating [hydra overrides]``.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ import os
 from typing import Any
 
 import hydra
-import ray
 from omegaconf import DictConfig, open_dict
 
-from benchmarks.bench_step import ALTERNATING_VARIANT_METRIC as VARIANT_METRIC
-from recipe.noisygrpo.trainer import NOISYGRPO_ESTIMATOR, NoisyGRPOTrainer, _NoisyGRPOTaskRunner
+from recipe.noisygrpo.trainer import NOISYGRPO_ESTIMATOR, NoisyGRPOTrainer, make_task_runner
 from verl_ext.agent_loop import NoisyGRPOAgentLoop, RolloutNoise
 from verl_ext.dataset import NoisyRLHFDataset
 
 PARITY_ENV = "NOISYGRPO_BENCH_NOISY_PARITY"
+# Logged by each step: 1.0 on NoisyGRPO steps, 0.0 on GRPO steps.
+VARIANT_METRIC = "bench/noisygrpo_step"
 AGENT_NAME = "bench_alternating_agent"
 AGENT_TARGET = f"{__name__}.AlternatingNoiseAgentLoop"
 GRPO_ESTIMATOR = "grpo"
@@ -85,11 +85,7 @@ class AlternatingTrainer(NoisyGRPOTrainer):
         return super()._compute_advantage(batch, metrics)
 
 
-class _AlternatingTaskRunner(_NoisyGRPOTaskRunner):
-    trainer_cls = AlternatingTrainer
-
-
-AlternatingTaskRunner = ray.remote(_AlternatingTaskRunner)
+AlternatingTaskRunner = make_task_runner(AlternatingTrainer)
 
 
 def agent_loop_config_yaml() -> str:

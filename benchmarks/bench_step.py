@@ -1,7 +1,7 @@
 """Step time of NoisyGRPO against vanilla GRPO on the CPU end-to-end path, and where it goes.
 
 Both variants run ``python -m recipe.noisygrpo.main_noisygrpo`` through
-``verl_ext.cpu.launch.run_on_cpu`` (verl's v1 sync trainer, TransferQueue, FSDP2 actor, HF
+``verl_cpu.launch.run_on_cpu`` (verl's v1 sync trainer, TransferQueue, FSDP2 actor, HF
 rollout, agent loop, reward loop) on the README demo's tiny random-weight Qwen2.5-VL and
 synthetic shapes task, with identical settings:
 
@@ -15,7 +15,7 @@ Settings shared by both, so that they differ only by our additions:
 * ``actor_rollout_ref.rollout.ignore_eos=true``: every response is exactly
   ``max_response_length`` tokens, so generation and training see the same token counts (the
   mean response length of every run is checked and reported);
-* the same reward, ``verl_ext.cpu.debug_reward`` (a random-weight model never answers right,
+* the same reward, ``verl_cpu.debug_reward`` (a random-weight model never answers right,
   so a correctness reward would give every rollout 0);
 * ``noisygrpo.advantage_log_dir`` unset (the default path: no per-rollout advantage log);
 * the train rows in a fixed order (``data.shuffle=false``, :func:`batch_row_order`) in which no
@@ -105,7 +105,7 @@ RECIPE_ENTRY = "recipe.noisygrpo.main_noisygrpo"
 # Runs of the step-alternating design (benchmarks/_alternating.py) are labelled alternating0/1 by parity.
 ALTERNATING = "alternating"
 # Logged by benchmarks._alternating.AlternatingTrainer on every step: 1.0 = NoisyGRPO step, 0.0 = GRPO step.
-ALTERNATING_VARIANT_METRIC = "bench/noisygrpo_step"
+ALTERNATING_VARIANT_METRIC = "bench/noisygrpo_step"  # = benchmarks._alternating.VARIANT_METRIC
 # verl_ext.advantage.advantage_metrics logs noisygrpo/reward@noise_<level> for every level present in a step.
 REWARD_BY_LEVEL_PREFIX = "noisygrpo/reward@noise_"
 DESIGNS = ("both", "rounds", "alternating")
@@ -254,7 +254,7 @@ def shared_overrides(config: StepBenchConfig) -> list[str]:
         f"trainer.total_epochs={epochs}",  # the demo's 1 epoch is 64 rows: 32 steps of 2 prompts
         "actor_rollout_ref.rollout.ignore_eos=true",
         "data.shuffle=false",  # rows in the order of benchmark_train_file (no batch of equal lengths)
-        "reward.custom_reward_function.path=pkg://verl_ext.cpu.debug_reward",
+        "reward.custom_reward_function.path=pkg://verl_cpu.debug_reward",
         "noisygrpo.advantage_log_dir=null",
         f"trainer.v1.sampler.custom_sampler.path=pkg://benchmarks.{BENCHMARK}",
         f"trainer.v1.sampler.custom_sampler.name={SAMPLER_CLASS}",
@@ -559,8 +559,8 @@ def _train(
     parity: int | None = None,
 ) -> RunRecord:
     from recipe.noisygrpo.demo.run_demo import demo_overrides, read_step_metrics
-    from verl_ext.cpu.launch import run_on_cpu
-    from verl_ext.cpu.overrides import cpu_overrides
+    from verl_cpu.launch import run_on_cpu
+    from verl_cpu.overrides import cpu_overrides
 
     model_dir, data_files = inputs.model_dir, inputs.data_files
     run_dir = Path(config.workdir) / "runs" / f"round{round_index}_{label}"

@@ -1,4 +1,4 @@
-"""Tests of the CPU debug backend (verl_ext.cpu): platform, device module, HF rollout, and one real GRPO step.
+"""Tests of the CPU debug backend (verl_cpu): platform, device module, HF rollout, and one real GRPO step.
 
 The unit tests take ~20 s (two fresh interpreters probe the registrations; the HF rollout is
 driven in-process, without Ray); the e2e test runs stock ``python -m verl.trainer.main_ppo``
@@ -58,7 +58,7 @@ from verl.workers.rollout.replica import RolloutReplicaRegistry
 from verl.workers.rollout import base
 info = {
     "platforms": list(PlatformRegistry.registered_names()),
-    "cpu_backend_imported": "verl_ext.cpu.backend" in sys.modules,
+    "cpu_backend_imported": "verl_cpu.backend" in sys.modules,
     "hf_replica": "hf" in RolloutReplicaRegistry._registry,
     "hf_adapter": ("hf", "async") in base._ROLLOUT_REGISTRY,
 }
@@ -75,7 +75,7 @@ if info["hf_replica"]:
     # after the Ray setup hook ran, verl finds the group initialised and proceeds.
     import torch.distributed as dist
     from verl.utils.distributed import initialize_global_process_group_ray
-    from verl_ext.cpu.worker_setup import init_gloo_process_group
+    from verl_cpu.worker_setup import init_gloo_process_group
     try:
         initialize_global_process_group_ray()
         info["verl_init_alone"] = "ok"
@@ -100,7 +100,7 @@ def registration_probes() -> dict[str, dict]:
 
     The "with" run also plays rank 0 of a one-rank verl worker group (the env RayWorkerGroup sets).
     """
-    from verl_ext.cpu.overrides import cpu_env
+    from verl_cpu.overrides import cpu_env
 
     worker_env = {"WG_BACKEND": "ray", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
     envs = {
@@ -153,7 +153,7 @@ def test_gloo_setup_hook_lets_verl_initialise_its_process_group(registration_pro
 
 
 def test_device_module_memory_and_cache_functions_are_no_ops():
-    from verl_ext.cpu import device_module as dm
+    from verl_cpu import device_module as dm
 
     assert dm.empty_cache() is None and dm.ipc_collect() is None and dm.synchronize() is None
     assert dm.set_per_process_memory_fraction(0.9) is None and dm.reset_peak_memory_stats() is None
@@ -172,8 +172,8 @@ def test_device_module_memory_and_cache_functions_are_no_ops():
 
 
 def test_cpu_platform_answers(monkeypatch):
-    from verl_ext.cpu import device_module
-    from verl_ext.cpu.platform import PlatformCPU
+    from verl_cpu import device_module
+    from verl_cpu.platform import PlatformCPU
 
     platform = PlatformCPU()
     assert platform.device_name == "cpu" and platform.device_module is device_module
@@ -192,7 +192,7 @@ def test_cpu_platform_answers(monkeypatch):
 
 
 def test_gloo_setup_hook_ignores_processes_outside_verl_worker_groups():
-    from verl_ext.cpu.worker_setup import is_verl_worker_group_process
+    from verl_cpu.worker_setup import is_verl_worker_group_process
 
     worker_env = {"WG_BACKEND": "ray", "RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}
     assert is_verl_worker_group_process(worker_env)
@@ -205,7 +205,7 @@ def test_cpu_overrides_compose_with_verl_ppo_config():
     import verl
     from hydra import compose, initialize_config_dir
 
-    from verl_ext.cpu.overrides import GLOO_SETUP_HOOK, cpu_overrides
+    from verl_cpu.overrides import GLOO_SETUP_HOOK, cpu_overrides
 
     config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
     with initialize_config_dir(config_dir=config_dir, version_base=None):
@@ -225,8 +225,8 @@ def test_cpu_overrides_compose_with_verl_ppo_config():
 def test_cli_prints_env_exports_and_overrides_for_shell_scripts(capsys):
     import shlex
 
-    from verl_ext.cpu.__main__ import main
-    from verl_ext.cpu.overrides import cpu_env, cpu_overrides
+    from verl_cpu.__main__ import main
+    from verl_cpu.overrides import cpu_env, cpu_overrides
 
     main(["env"])
     exported = dict(shlex.split(line)[1].split("=", 1) for line in capsys.readouterr().out.splitlines())
@@ -252,7 +252,7 @@ def _rollout_config(**overrides):
 def _make_server(model_dir: Path, **config_overrides):
     from verl.workers.config import HFModelConfig
 
-    from verl_ext.cpu.hf_server import HFRolloutServer
+    from verl_cpu.hf_server import HFRolloutServer
 
     return HFRolloutServer(_rollout_config(**config_overrides), HFModelConfig(path=str(model_dir)))
 
@@ -345,7 +345,7 @@ async def test_hf_server_returns_log_probs_only_when_asked(hf_server):
 
 
 def test_sampling_budget_follows_the_vllm_server():
-    from verl_ext.cpu.hf_server import resolve_sampling_spec
+    from verl_cpu.hf_server import resolve_sampling_spec
 
     config = _rollout_config(prompt_length=100, response_length=20, temperature=0.9, top_k=5)
     default = resolve_sampling_spec({"top_k": None}, prompt_length=90, config=config, max_model_len=4096)
@@ -383,7 +383,7 @@ class _FakeActorHandle:
 def _adapter(monkeypatch, rank: int, handle: _FakeActorHandle, ranks_per_replica: int = 1):
     from verl.workers.config import CheckpointEngineConfig, HFModelConfig
 
-    from verl_ext.cpu.hf_adapter import HFServerAdapter
+    from verl_cpu.hf_adapter import HFServerAdapter
 
     monkeypatch.setenv("RANK", str(rank))
     config = _rollout_config(
@@ -466,7 +466,7 @@ def _leaky_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_run_on_cpu_sets_env_and_kills_processes_that_outlive_the_run(tmp_path):
-    from verl_ext.cpu.launch import run_on_cpu
+    from verl_cpu.launch import run_on_cpu
 
     result = run_on_cpu("leaky_entry", ["a.b=1"], workdir=tmp_path, extra_env=_leaky_env(tmp_path), grace_s=1)
     log = result.log_path.read_text()
@@ -481,7 +481,7 @@ def test_run_on_cpu_sets_env_and_kills_processes_that_outlive_the_run(tmp_path):
 
 
 def test_run_on_cpu_stops_a_run_at_its_timeout(tmp_path):
-    from verl_ext.cpu.launch import run_on_cpu
+    from verl_cpu.launch import run_on_cpu
 
     result = run_on_cpu(
         "leaky_entry", ["--sleep"], workdir=tmp_path, extra_env=_leaky_env(tmp_path), timeout_s=3, grace_s=1
@@ -558,8 +558,8 @@ def test_grpo_step_of_stock_main_ppo_on_cpu(tiny_qwen25vl_dir, tmp_path):
     actor + reference, agent loop, reward loop) on the hf rollout, plus a second, cheap step (~4 s) whose rollout
     checks the trainer->rollout weight sync: with lr 1e-3, skipping the sync puts step 2's
     rollout_probs_diff_max at ~5e-4 (measured), against ~1e-6 with it."""
-    from verl_ext.cpu.launch import run_on_cpu
-    from verl_ext.cpu.overrides import cpu_overrides
+    from verl_cpu.launch import run_on_cpu
+    from verl_cpu.overrides import cpu_overrides
 
     train_file = write_debug_geo3k_parquet(tmp_path / "train.parquet")
     overrides = [
@@ -586,7 +586,7 @@ def test_grpo_step_of_stock_main_ppo_on_cpu(tiny_qwen25vl_dir, tmp_path):
         "actor_rollout_ref.actor.kl_loss_type=low_var_kl",
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4",
         "algorithm.use_kl_in_reward=false",
-        "reward.custom_reward_function.path=pkg://verl_ext.cpu.debug_reward",
+        "reward.custom_reward_function.path=pkg://verl_cpu.debug_reward",
         "reward.custom_reward_function.name=compute_score",
         "trainer.total_training_steps=2",
         "actor_rollout_ref.actor.optim.lr=1e-3",

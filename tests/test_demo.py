@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_module
 from recipe.noisygrpo.demo import run_demo
 from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, format_summary, read_step_metrics
 from recipe.noisygrpo.main_noisygrpo import validate
-from verl_ext.cpu.overrides import cpu_overrides
+from verl_cpu.overrides import cpu_overrides
 
 
 def test_with_a_gpu_the_demo_points_to_the_real_run_script(monkeypatch, tmp_path, capsys):

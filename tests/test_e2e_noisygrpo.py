@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, read_step_metrics
-from recipe.noisygrpo.eval.checkpoint import merge_fsdp_checkpoint
+from recipe.noisygrpo.eval.evaluate_checkpoint import merge_fsdp_checkpoint
+from verl_cpu.launch import run_on_cpu
+from verl_cpu.overrides import cpu_overrides
 from verl_ext.advantage import bayesian_advantage
-from verl_ext.cpu.launch import run_on_cpu
-from verl_ext.cpu.overrides import cpu_overrides
 
 LEVELS = (0.0, 0.3, 0.6, 0.9)
 pytestmark = pytest.mark.e2e
@@ -172,7 +172,7 @@ def test_vanilla_grpo_runs_through_the_same_path(tmp_path, tiny_qwen25vl_dir, da
         "noisygrpo.noise.levels=[0.0,0.0,0.0,0.0]",
         # A random-weight model never answers right, so every exact-match score would be 0 and
         # every GRPO advantage 0; this reward gives the rollouts of a group different scores.
-        "reward.custom_reward_function.path=pkg://verl_ext.cpu.debug_reward",
+        "reward.custom_reward_function.path=pkg://verl_cpu.debug_reward",
         "trainer.save_freq=1",
         "actor_rollout_ref.actor.freeze_vision_tower=false",
     )

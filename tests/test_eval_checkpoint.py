@@ -18,10 +18,19 @@ from pathlib import Path
 import pytest
 
 from recipe.noisygrpo.eval import evaluate_checkpoint, tables
-from recipe.noisygrpo.eval.benchmarks import EVAL_TASKS
-from recipe.noisygrpo.eval.checkpoint import CheckpointKind, merge_command, resolve_checkpoint
-from recipe.noisygrpo.eval.commands import Backend, ModelSettings, RunSettings, build_commands, choose_backend
-from recipe.noisygrpo.eval.judge import JudgeMode, judge_status
+from recipe.noisygrpo.eval.evaluate_checkpoint import (
+    Backend,
+    CheckpointKind,
+    JudgeMode,
+    ModelSettings,
+    RunSettings,
+    build_commands,
+    choose_backend,
+    judge_status,
+    merge_command,
+    resolve_checkpoint,
+)
+from recipe.noisygrpo.eval.lmms_tasks import EVAL_TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "eval_checkpoint.sh"

@@ -16,12 +16,14 @@ import pytest
 import yaml
 
 from recipe.noisygrpo.eval import lmms_adapters
-from recipe.noisygrpo.eval.benchmarks import EVAL_TASKS, PromptStyle, select_tasks
-from recipe.noisygrpo.eval.task_yaml import (
+from recipe.noisygrpo.eval.lmms_tasks import (
     ADAPTER_MODULE,
+    EVAL_TASKS,
     DatasetOverride,
     Decoding,
+    PromptStyle,
     render_task_yaml,
+    select_tasks,
     write_task_yamls,
 )
 from verl_ext.task import COT_INSTRUCTION

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recipe.noisygrpo.eval import plots
-from recipe.noisygrpo.eval.training_logs import read_jsonl, read_log
+from recipe.noisygrpo.eval.plots import read_jsonl, read_log
 
 NOISE_LEVELS = ("0.00", "0.30", "0.60", "0.90")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -15,11 +15,17 @@ from pathlib import Path
 import pytest
 
 from recipe.noisygrpo.eval import tables
-from recipe.noisygrpo.eval.paper import load_paper_rows
-from recipe.noisygrpo.eval.render import format_cell, render_latex
-from recipe.noisygrpo.eval.results import load_run
-from recipe.noisygrpo.eval.table_build import Roles, RowKind, build_table
-from recipe.noisygrpo.eval.table_spec import AMBER, MMSTAR
+from recipe.noisygrpo.eval.tables import (
+    AMBER,
+    MMSTAR,
+    Roles,
+    RowKind,
+    build_table,
+    format_cell,
+    load_paper_rows,
+    load_run,
+    render_latex,
+)
 
 MMSTAR_METRICS = (
     "coarse perception",

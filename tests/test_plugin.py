@@ -26,6 +26,11 @@ REGISTRY_CHECKS = [
     RegistryCheck(module="verl.experimental.agent_loop.agent_loop", lookup="_agent_loop_registry", key="noisygrpo_agent"),
     RegistryCheck(module="verl.workers.engine.base", lookup="EngineRegistry._engines", key="noisygrpo_language_model"),
 ]
+# Registered by the CPU backend's own entry point, only with NOISYGRPO_CPU_BACKEND=1.
+CPU_CHECKS = [
+    RegistryCheck(module="verl.plugin.platform", lookup="PlatformRegistry.registered_names", key="cpu"),
+    RegistryCheck(module="verl.workers.rollout.replica", lookup="RolloutReplicaRegistry._registry", key="hf"),
+]
 
 # Runs in a fresh interpreter: imports verl only (after argv[2], a module a Ray setup hook imports
 # first, if any), then every check; prints one JSON line.
@@ -39,7 +44,10 @@ results = []
 for check in checks:
     try:
         registry = functools.reduce(getattr, check["lookup"].split("."), importlib.import_module(check["module"]))
-        entry = registry(check["key"]) if callable(registry) else registry[check["key"]]
+        if callable(registry) and check["lookup"].endswith("registered_names"):
+            entry = check["key"] if check["key"] in registry() else None
+        else:
+            entry = registry(check["key"]) if callable(registry) else registry[check["key"]]
         results.append({"ok": entry is not None, "detail": repr(entry)})
     except Exception as error:  # report every failing check, not only the first
         results.append({"ok": False, "detail": f"{type(error).__name__}: {error}"})
@@ -54,7 +62,7 @@ print(json.dumps(results))
         # a CPU-backend Ray worker: the setup hook's module is imported before verl
         (
             {"NOISYGRPO_CPU_BACKEND": "1", "VERL_PLATFORM": "cpu", "VERL_ENGINE_DEVICE": "cuda"},
-            "verl_ext.cpu.worker_setup",
+            "verl_cpu.worker_setup",
         ),
     ],
     ids=["gpu-run", "cpu-backend-worker"],
@@ -62,7 +70,8 @@ print(json.dumps(results))
 def test_import_verl_registers_noisygrpo(tmp_path, extra_env, first_import):
     env = {key: value for key, value in os.environ.items() if key != "VERL_USE_EXTERNAL_PLUGINS"}
     env.update(extra_env)
-    checks = [asdict(check) for check in REGISTRY_CHECKS]
+    expected = REGISTRY_CHECKS + (CPU_CHECKS if extra_env else [])
+    checks = [asdict(check) for check in expected]
     completed = subprocess.run(
         [sys.executable, "-c", CHILD_SCRIPT, json.dumps(checks), first_import],
         cwd=tmp_path,  # not the repo root: registration must come from the installed entry point
@@ -74,6 +83,6 @@ def test_import_verl_registers_noisygrpo(tmp_path, extra_env, first_import):
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(completed.stdout.strip().splitlines()[-1])
     failures = [
-        (check, result["detail"]) for check, result in zip(REGISTRY_CHECKS, results, strict=True) if not result["ok"]
+        (check, result["detail"]) for check, result in zip(expected, results, strict=True) if not result["ok"]
     ]
     assert not failures, f"not registered by `import verl`: {failures}"

@@ -207,3 +207,30 @@ def test_benchmark_alternating_parity_must_be_set(monkeypatch):
     monkeypatch.setenv(_alternating.PARITY_ENV, "2")
     with pytest.raises(RuntimeError, match="0 or 1"):
         _alternating.noisy_parity()
+
+
+# verl 0.9.1's TaskRunnerV1.run, which _NoisyGRPOTaskRunner.run copies with the trainer class swapped
+# (and without the pprint of the whole config). A new verl changes this hash: re-read upstream's run,
+# carry its changes into recipe/noisygrpo/trainer.py, then update the hash.
+UPSTREAM_TASK_RUNNER_RUN_SHA256 = "26be986901db888bb7ccbec7a7b8eb90365de42a426e6fbf119e6e8d445dde7c"
+
+
+def test_the_copied_task_runner_run_still_matches_the_pinned_upstream_source():
+    import hashlib
+    import inspect
+
+    from verl.trainer.main_ppo import TaskRunnerV1
+
+    source = inspect.getsource(TaskRunnerV1.__ray_actor_class__.run)
+    assert hashlib.sha256(source.encode()).hexdigest() == UPSTREAM_TASK_RUNNER_RUN_SHA256, (
+        "verl's TaskRunnerV1.run changed; recipe/noisygrpo/trainer.py copies it. Upstream now reads:\n" + source
+    )
+
+
+def test_make_task_runner_builds_the_given_trainer():
+    class MyTrainer(NoisyGRPOTrainer):
+        pass
+
+    runner = noisygrpo_trainer.make_task_runner(MyTrainer)
+    assert runner.__ray_metadata__.modified_class.trainer_cls is MyTrainer
+    assert noisygrpo_trainer.NoisyGRPOTaskRunner.__ray_metadata__.modified_class.trainer_cls is NoisyGRPOTrainer

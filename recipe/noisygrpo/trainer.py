@@ -115,11 +115,12 @@ def _as_list(values) -> list:
 
 
 class _NoisyGRPOTaskRunner(TaskRunnerV1.__ray_actor_class__):
-    """verl's v1 task runner, building :class:`NoisyGRPOTrainer` instead of the registry's
-    ``sync`` trainer (a new trainer_mode name would also change verl's replay-buffer and
-    batching behaviour, which keys on the mode name)."""
+    """verl's v1 task runner, building ``trainer_cls`` instead of the registry's ``sync`` trainer
+    (a new trainer_mode name would also change verl's replay-buffer and batching behaviour, which
+    keys on the mode name). ``run`` is verl 0.9.1's ``TaskRunnerV1.run`` with the trainer class
+    swapped; tests/test_trainer_hook.py fails when the pinned upstream method changes."""
 
-    trainer_cls = NoisyGRPOTrainer
+    trainer_cls: type[PPOTrainerSync] = NoisyGRPOTrainer
 
     def run(self, config: DictConfig):
         from verl.utils.logging_utils import configure_verl_logging
@@ -145,4 +146,11 @@ class _NoisyGRPOTaskRunner(TaskRunnerV1.__ray_actor_class__):
                 tq.close()
 
 
-NoisyGRPOTaskRunner = ray.remote(_NoisyGRPOTaskRunner)
+def make_task_runner(trainer_cls: type[PPOTrainerSync] = NoisyGRPOTrainer):
+    """The Ray actor class of verl's v1 task runner that trains with ``trainer_cls`` (a NoisyGRPOTrainer
+    subclass, e.g. a benchmark's); pass it to ``run_noisygrpo(config, task_runner_class=...)``."""
+    runner = type(f"{trainer_cls.__name__}TaskRunner", (_NoisyGRPOTaskRunner,), {"trainer_cls": trainer_cls})
+    return ray.remote(runner)
+
+
+NoisyGRPOTaskRunner = make_task_runner()

@@ -3,7 +3,7 @@
     python -m recipe.noisygrpo.demo.run_demo [--workdir DIR] [--steps N] [hydra overrides ...]
 
 Builds (once) a tiny random-weight Qwen2.5-VL and the synthetic shapes task, then runs
-``python -m recipe.noisygrpo.main_noisygrpo`` with the CPU debug backend (``verl_ext.cpu``:
+``python -m recipe.noisygrpo.main_noisygrpo`` with the CPU debug backend (``verl_cpu``:
 cpu platform, HF-generate rollout) — the same trainer, agent loop, reward loop and estimator as
 a GPU run — and prints a per-step summary from verl's ``file`` log: reward by noise level,
 Kalman gain, sigma_s, advantage statistics and timings. With a GPU present it points to the
@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    from verl_ext.cpu.launch import run_on_cpu
-    from verl_ext.cpu.overrides import cpu_overrides
+    from verl_cpu.launch import run_on_cpu
+    from verl_cpu.overrides import cpu_overrides
 
     settings = DemoSettings(steps=args.steps)
     workdir = args.workdir.resolve()

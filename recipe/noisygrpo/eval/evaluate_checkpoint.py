@@ -4,7 +4,9 @@
 
 1. CKPT is a Hugging Face model folder (used as is) or a verl FSDP checkpoint
    (``global_step_N/actor``, or ``global_step_N``), merged into ``OUT/hf_model`` by verl's
-   ``python -m verl.model_merger``;
+   ``python -m verl.model_merger merge --backend fsdp --local_dir <actor> --target_dir <dir>``
+   (verl 0.9.1 writes ``fsdp_config.json``, one ``model_world_size_<W>_rank_<r>.pt`` per rank and
+   a ``huggingface/`` folder with config, tokenizer and processor);
 2. our include-path tasks (``OUT/lmms_tasks``: upstream task + the training CoT prompt, greedy,
    ``--max-new-tokens``) run in lmms-eval, vLLM when importable else transformers; MME-CoT runs
    in its own command with ``--reasoning_tags none`` so the judge sees the whole chain;
@@ -13,40 +15,465 @@
 Results: ``OUT/lmms_eval/<model>/<timestamp>_results.json`` (read by ``tables``). Datasets come
 from the local Hugging Face cache (offline by default); AMBER needs its metadata folder; MME-CoT's
 judge needs a GPT key (without one, the submission files are still written, see README.md).
+
+Facts of lmms-eval 0.7.3 this module relies on: ``python -m lmms_eval --model M --model_args
+k=v,... --tasks a,b`` is the flat CLI, and ``--batch_size`` must not also appear in
+``--model_args``; Qwen2.5-VL runs as ``qwen2_5_vl`` (transformers: ``pretrained``, ``max_pixels``,
+``attn_implementation``) or ``vllm`` (``model``, ``tensor_parallel_size``,
+``gpu_memory_utilization``, ``max_new_tokens``; unknown args go to ``vllm.LLM``, brace values are
+JSON); ``--reasoning_tags`` strips reasoning blocks before scoring (its default also strips
+``<think>``, so MME-CoT needs ``none``); results land in ``<output_path>/<sanitized model
+path>/<YYYYMMDD_HHMMSS>_results.json``. lmms-eval may live in another interpreter
+(``--lmms-python``), so it is probed in a subprocess with ``find_spec`` (no torch start-up). Its
+judge is built from ``API_TYPE`` (OpenAI: ``OPENAI_API_KEY``; Azure: ``AZURE_API_KEY`` +
+``AZURE_ENDPOINT``; model ``MODEL_VERSION``); without a key every judge call scores 0, a number
+that must not reach a table, so the manifest records whether a judge was available. Manifest
+schema: ``status``, ``started_at`` / ``finished_at`` (UTC), ``checkpoint``, ``tasks``,
+``commands`` [{label, tasks, argv, shell, returncode}], ``environment`` (never secrets),
+``packages``, ``judge`` {available, api_type, model, note}, ``prompt``, ``decoding``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
-from recipe.noisygrpo.eval.benchmarks import EvalTask, select_tasks
-from recipe.noisygrpo.eval.checkpoint import (
-    CheckpointKind,
-    ResolvedCheckpoint,
-    merge_command,
-    merge_fsdp_checkpoint,
-    resolve_checkpoint,
-)
-from recipe.noisygrpo.eval.commands import (
-    TRAINING_MAX_PIXELS,
-    Backend,
-    LmmsEvalCommand,
-    ModelSettings,
-    RunSettings,
-    build_commands,
-    choose_backend,
-)
-from recipe.noisygrpo.eval.environment import PythonProbe, probe_python
-from recipe.noisygrpo.eval.judge import DUMMY_API_TYPE, JudgeMode, JudgeStatus, judge_status
-from recipe.noisygrpo.eval.manifest import MANIFEST_NAME, shell_line, utc_now, write_manifest
-from recipe.noisygrpo.eval.task_yaml import DatasetOverride, Decoding, write_task_yamls
+from recipe.noisygrpo.eval.lmms_tasks import DatasetOverride, Decoding, EvalTask, select_tasks, write_task_yamls
 from verl_ext.task import COT_INSTRUCTION
+
+FSDP_CONFIG = "fsdp_config.json"
+# Written by verl's trainer into trainer.default_local_dir next to the global_step_N folders.
+LATEST_STEP_FILE = "latest_checkpointed_iteration.txt"
+MERGE_MARKER = "merged_from.json"
+HF_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+class CheckpointKind(str, Enum):
+    HF = "hf"
+    FSDP = "fsdp"
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """``path`` is the Hugging Face folder (HF) or the ``actor`` folder (FSDP)."""
+
+    kind: CheckpointKind
+    path: Path
+
+
+def _has_hf_weights(folder: Path) -> bool:
+    return any(any(folder.glob(pattern)) for pattern in HF_WEIGHT_PATTERNS)
+
+
+def _check_fsdp_actor(actor: Path) -> ResolvedCheckpoint:
+    try:
+        world_size = json.loads((actor / FSDP_CONFIG).read_text(encoding="utf-8"))["world_size"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{actor / FSDP_CONFIG}: unreadable or without 'world_size' ({error})") from error
+    rank0 = actor / f"model_world_size_{world_size}_rank_0.pt"
+    if not rank0.is_file():
+        raise FileNotFoundError(f"{actor}: FSDP checkpoint without model shards ({rank0.name} missing)")
+    if not (actor / "huggingface" / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{actor}: FSDP checkpoint without huggingface/config.json, which verl's merger needs "
+            "(verl saves it with every checkpoint; was the folder copied partially?)"
+        )
+    return ResolvedCheckpoint(CheckpointKind.FSDP, actor)
+
+
+def _latest_step_actor(run_dir: Path) -> Path:
+    text = (run_dir / LATEST_STEP_FILE).read_text(encoding="utf-8").strip()
+    if not text.isdigit():
+        raise ValueError(f"{run_dir / LATEST_STEP_FILE}: expected a step number, got {text!r}")
+    return run_dir / f"global_step_{text}" / "actor"
+
+
+def resolve_checkpoint(path: Path) -> ResolvedCheckpoint:
+    """Classify ``path``: a HF model folder, a verl ``global_step_N/actor`` folder, ``global_step_N``, or
+    a run folder (``trainer.default_local_dir``: its latest step, from ``latest_checkpointed_iteration.txt``).
+
+    Raises FileNotFoundError / ValueError with what was expected when it is none of these.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        raise ValueError(f"checkpoint {path} is a file; pass a model folder or a verl global_step_N/actor folder")
+    if (path / FSDP_CONFIG).is_file():
+        return _check_fsdp_actor(path)
+    if (path / "actor" / FSDP_CONFIG).is_file():
+        return _check_fsdp_actor(path / "actor")
+    if (path / LATEST_STEP_FILE).is_file():
+        actor = _latest_step_actor(path)
+        if not (actor / FSDP_CONFIG).is_file():
+            raise FileNotFoundError(f"{path}: {LATEST_STEP_FILE} points at {actor}, which has no {FSDP_CONFIG}")
+        return _check_fsdp_actor(actor)
+    if (path / "config.json").is_file():
+        if not _has_hf_weights(path):
+            raise FileNotFoundError(f"{path}: config.json but no weights (*.safetensors / pytorch_model*.bin)")
+        return ResolvedCheckpoint(CheckpointKind.HF, path)
+    raise ValueError(
+        f"{path} is neither a Hugging Face model folder (config.json + weights) nor a verl FSDP checkpoint "
+        f"(global_step_N/actor with {FSDP_CONFIG})"
+    )
+
+
+def merge_command(actor: Path, target_dir: Path, python: str = sys.executable) -> list[str]:
+    """verl's own merger, as an argv."""
+    return [
+        python,
+        "-m",
+        "verl.model_merger",
+        "merge",
+        "--backend",
+        "fsdp",
+        "--local_dir",
+        str(actor),
+        "--target_dir",
+        str(target_dir),
+    ]
+
+
+def already_merged(actor: Path, target_dir: Path) -> bool:
+    """True when ``target_dir`` holds a finished merge of this very ``actor`` folder."""
+    marker = target_dir / MERGE_MARKER
+    if not (marker.is_file() and (target_dir / "config.json").is_file()):
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("actor") == str(actor.resolve())
+    except ValueError:
+        return False
+
+
+def merge_fsdp_checkpoint(actor: Path, target_dir: Path, python: str = sys.executable, force: bool = False) -> bool:
+    """Run verl's merger unless ``target_dir`` already holds this merge; returns whether it ran.
+
+    Raises RuntimeError with the command when the merger fails.
+    """
+    if not force and already_merged(actor, target_dir):
+        return False
+    argv = merge_command(actor, target_dir, python)
+    completed = subprocess.run(argv, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"verl's model merger failed (exit {completed.returncode}): {' '.join(argv)}")
+    (target_dir / MERGE_MARKER).write_text(json.dumps({"actor": str(actor.resolve())}, indent=2), encoding="utf-8")
+    return True
+
+
+# The paper's training max_pixels (1536^2): evaluation sees images at the training resolution.
+TRAINING_MAX_PIXELS = 2359296
+
+STRIP_THINK_TAGS = json.dumps([["<think>", "</think>"]])
+KEEP_REASONING_TAGS = "none"
+
+
+class Backend(str, Enum):
+    VLLM = "vllm"
+    HF = "hf"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How lmms-eval loads the model.
+
+    Attributes:
+        model_dir: Hugging Face model folder.
+        backend: vLLM or transformers.
+        max_new_tokens: generation budget (vLLM takes the max of this and the task's).
+        max_pixels: image pixel budget of the Qwen2.5-VL processor, in pixels.
+        tensor_parallel_size: vLLM tensor parallel degree.
+        gpu_memory_utilization: vLLM's fraction of GPU memory.
+        attn_implementation: transformers attention kernel (None: transformers' default).
+        extra_model_args: further ``key=value`` model args, appended verbatim.
+    """
+
+    model_dir: Path
+    backend: Backend
+    max_new_tokens: int
+    max_pixels: int = TRAINING_MAX_PIXELS
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.8
+    attn_implementation: str | None = None
+    extra_model_args: tuple[str, ...] = ()
+
+
+def _vllm_model_args(settings: ModelSettings) -> list[str]:
+    return [
+        f"model={settings.model_dir}",
+        f"tensor_parallel_size={settings.tensor_parallel_size}",
+        f"gpu_memory_utilization={settings.gpu_memory_utilization}",
+        f"max_new_tokens={settings.max_new_tokens}",
+        f"max_pixels={settings.max_pixels}",
+        # The chat class applies max_pixels to videos only; images go through vLLM's processor.
+        f'mm_processor_kwargs={{"max_pixels": {settings.max_pixels}}}',
+    ]
+
+
+def _hf_model_args(settings: ModelSettings) -> list[str]:
+    args = [f"pretrained={settings.model_dir}", f"max_pixels={settings.max_pixels}"]
+    if settings.attn_implementation is not None:
+        args.append(f"attn_implementation={settings.attn_implementation}")
+    return args
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    lmms_model: str
+    model_args: Callable[[ModelSettings], list[str]]
+    default_batch_size: int
+
+
+BACKENDS: dict[Backend, BackendSpec] = {
+    Backend.VLLM: BackendSpec(lmms_model="vllm", model_args=_vllm_model_args, default_batch_size=128),
+    Backend.HF: BackendSpec(lmms_model="qwen2_5_vl", model_args=_hf_model_args, default_batch_size=1),
+}
+
+
+def choose_backend(requested: str, vllm_importable: bool) -> Backend:
+    """``auto`` -> vLLM when importable, else transformers; an explicit choice is kept."""
+    if requested == "auto":
+        return Backend.VLLM if vllm_importable else Backend.HF
+    try:
+        return Backend(requested)
+    except ValueError:
+        raise ValueError(f"unknown backend {requested!r}; choose auto, vllm or hf") from None
+
+
+def model_args_string(settings: ModelSettings) -> str:
+    args = BACKENDS[settings.backend].model_args(settings) + list(settings.extra_model_args)
+    for arg in args:
+        if "=" not in arg:
+            raise ValueError(f"model arg {arg!r} is not key=value")
+    return ",".join(args)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where lmms-eval runs and writes.
+
+    Attributes:
+        python: interpreter with lmms-eval installed.
+        include_path: folder with our task YAMLs.
+        output_path: lmms-eval's ``--output_path``.
+        batch_size: requests per batch (None: the backend's default).
+        limit: lmms-eval ``--limit`` (samples per task, or a fraction below 1); None: all.
+    """
+
+    python: str
+    include_path: Path
+    output_path: Path
+    batch_size: int | None = None
+    limit: float | None = None
+
+
+@dataclass(frozen=True)
+class LmmsEvalCommand:
+    label: str
+    tasks: tuple[EvalTask, ...]
+    reasoning_tags: str
+    argv: tuple[str, ...]
+
+
+def _command(label: str, tasks: list[EvalTask], reasoning_tags: str, model: ModelSettings, run: RunSettings):
+    backend = BACKENDS[model.backend]
+    batch_size = run.batch_size if run.batch_size is not None else backend.default_batch_size
+    argv = [
+        run.python,
+        "-m",
+        "lmms_eval",
+        "--model",
+        backend.lmms_model,
+        "--model_args",
+        model_args_string(model),
+        "--tasks",
+        ",".join(task.alias for task in tasks),
+        "--include_path",
+        str(run.include_path),
+        "--batch_size",
+        str(batch_size),
+        "--output_path",
+        str(run.output_path),
+        "--log_samples",
+        "--reasoning_tags",
+        reasoning_tags,
+    ]
+    if run.limit is not None:
+        argv += ["--limit", f"{run.limit:g}"]
+    return LmmsEvalCommand(label=label, tasks=tuple(tasks), reasoning_tags=reasoning_tags, argv=tuple(argv))
+
+
+def build_commands(tasks: list[EvalTask], model: ModelSettings, run: RunSettings) -> list[LmmsEvalCommand]:
+    """One lmms-eval command per reasoning-tag setting: answer-scored tasks, then chain-scored tasks."""
+    groups = (
+        ("answer-scored tasks (think block stripped)", STRIP_THINK_TAGS, [t for t in tasks if not t.keep_reasoning]),
+        ("chain-scored tasks (MME-CoT, reasoning kept)", KEEP_REASONING_TAGS, [t for t in tasks if t.keep_reasoning]),
+    )
+    return [_command(label, group, tags, model, run) for label, tags, group in groups if group]
+
+
+# Distributions recorded in the manifest.
+RECORDED_PACKAGES = (
+    "lmms-eval",
+    "vllm",
+    "torch",
+    "transformers",
+    "accelerate",
+    "datasets",
+    "qwen-vl-utils",
+    "verl",
+    "noisygrpo",
+)
+
+_PROBE = r"""
+import importlib.metadata as metadata, importlib.util, json, os, sys
+versions = {}
+for name in json.loads(sys.argv[1]):
+    try:
+        versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        versions[name] = None
+spec = importlib.util.find_spec("lmms_eval")
+origin = spec.origin if spec is not None else None
+print(json.dumps({
+    "python": sys.executable,
+    "python_version": sys.version.split()[0],
+    "versions": versions,
+    "lmms_eval_tasks_dir": os.path.join(os.path.dirname(origin), "tasks") if origin else None,
+    "vllm_importable": importlib.util.find_spec("vllm") is not None,
+}))
+"""
+
+
+@dataclass(frozen=True)
+class PythonProbe:
+    python: str
+    python_version: str
+    versions: dict[str, str | None]
+    lmms_eval_tasks_dir: Path | None
+    vllm_importable: bool
+
+
+def probe_python(python: str = sys.executable, packages: tuple[str, ...] = RECORDED_PACKAGES) -> PythonProbe:
+    """Probe ``python``; raises RuntimeError naming the interpreter when it cannot run."""
+    try:
+        completed = subprocess.run(
+            [python, "-c", _PROBE, json.dumps(list(packages))], capture_output=True, text=True, check=False
+        )
+    except OSError as error:
+        raise RuntimeError(f"cannot run Python interpreter {python!r}: {error}") from error
+    if completed.returncode != 0:
+        raise RuntimeError(f"probing {python!r} failed (exit {completed.returncode}): {completed.stderr.strip()}")
+    found = json.loads(completed.stdout.strip().splitlines()[-1])
+    tasks_dir = found["lmms_eval_tasks_dir"]
+    return PythonProbe(
+        python=found["python"],
+        python_version=found["python_version"],
+        versions=found["versions"],
+        lmms_eval_tasks_dir=Path(tasks_dir) if tasks_dir else None,
+        vllm_importable=bool(found["vllm_importable"]),
+    )
+
+
+DEFAULT_API_TYPE = "openai"
+DEFAULT_JUDGE_MODEL = "gpt-4o-2024-11-20"
+# lmms-eval's provider that answers "dummy" without any network call.
+DUMMY_API_TYPE = "dummy"
+
+# API_TYPE -> environment variables its provider needs. Providers not listed (local, bedrock)
+# authenticate in ways we cannot check; they are trusted.
+REQUIRED_ENV: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "async_openai": ("OPENAI_API_KEY",),
+    "azure": ("AZURE_API_KEY", "AZURE_ENDPOINT"),
+    "async_azure": ("AZURE_API_KEY", "AZURE_ENDPOINT"),
+}
+
+
+class JudgeMode(str, Enum):
+    AUTO = "auto"  # on when the provider's key variables are set
+    ON = "on"  # trust the user (e.g. keys in a .env file that lmms-eval loads itself)
+    OFF = "off"  # never call a judge
+
+
+@dataclass(frozen=True)
+class JudgeStatus:
+    available: bool
+    api_type: str
+    model: str
+    missing_env: tuple[str, ...]
+    note: str
+
+
+def judge_status(mode: JudgeMode, environ: Mapping[str, str]) -> JudgeStatus:
+    """Decide whether judged metrics will be real; never reads or records the key values."""
+    api_type = environ.get("API_TYPE", DEFAULT_API_TYPE).lower()
+    model = environ.get("MODEL_VERSION", DEFAULT_JUDGE_MODEL)
+    missing = tuple(name for name in REQUIRED_ENV.get(api_type, ()) if not environ.get(name))
+    if mode is JudgeMode.OFF:
+        return JudgeStatus(False, api_type, model, missing, "judge switched off (--judge off)")
+    if mode is JudgeMode.ON:
+        return JudgeStatus(True, api_type, model, missing, "judge assumed configured (--judge on)")
+    if missing:
+        return JudgeStatus(False, api_type, model, missing, f"no judge key: {', '.join(missing)} not set")
+    return JudgeStatus(True, api_type, model, missing, f"judge {api_type}:{model}")
+
+
+MANIFEST_NAME = "manifest.json"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def shell_line(argv: list[str] | tuple[str, ...], env: Mapping[str, str] | None = None) -> str:
+    """A copy-pasteable shell line: ``VAR=value ... argv``, every word quoted as needed."""
+    prefix = [f"{name}={shlex.quote(value)}" for name, value in (env or {}).items()]
+    return " ".join([*prefix, shlex.join(list(argv))])
+
+
+def write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Write atomically (a crash mid-write leaves the previous manifest, not half a file)."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def find_manifest(results_dir: Path) -> Path | None:
+    """The manifest of a results folder: in it, or in its parent (``--run NAME=OUT/lmms_eval``)."""
+    for folder in (results_dir, results_dir.parent):
+        candidate = folder / MANIFEST_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def judge_available(results_dir: Path) -> bool | None:
+    """``judge.available`` from the folder's manifest; None without a manifest (unknown).
+
+    Raises ValueError naming the file when the manifest is not valid JSON.
+    """
+    path = find_manifest(results_dir)
+    if path is None:
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); delete or fix it") from error
+    judge = manifest.get("judge") if isinstance(manifest, dict) else None
+    if not isinstance(judge, dict) or not isinstance(judge.get("available"), bool):
+        return None
+    return judge["available"]
+
 
 EXPECTED_LMMS_EVAL = "0.7.3"
 REPO_ROOT = Path(__file__).resolve().parents[3]

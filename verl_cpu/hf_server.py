@@ -2,11 +2,11 @@
 
 verl's ``LLMServerClient`` calls ``generate`` on it (via the load balancer), the replica calls
 the control methods (``sleep``, ``wake_up``, ``clear_kv_cache``, ...) and the trainer-side
-:class:`verl_ext.cpu.hf_adapter.HFServerAdapter` pushes weights with
+:class:`verl_cpu.hf_adapter.HFServerAdapter` pushes weights with
 ``begin_weight_update`` / ``load_weights`` / ``finish_weight_update``. The model stays in host
 memory for the whole run, so the memory-management methods are no-ops.
 
-The class is plain Python (wrapped with ``ray.remote`` by :class:`verl_ext.cpu.hf_replica.HFReplica`),
+The class is plain Python (wrapped with ``ray.remote`` by :class:`verl_cpu.hf_replica.HFReplica`),
 so tests can drive it in-process.
 """
 
@@ -23,7 +23,7 @@ from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.replica import RolloutMode, TokenOutput
 from verl.workers.rollout.utils import get_max_position_embeddings
 
-from verl_ext.cpu.hf_generator import HFGenerator, SamplingSpec, load_hf_model
+from verl_cpu.hf_generator import HFGenerator, SamplingSpec, load_hf_model
 
 logger = logging.getLogger(__name__)
 

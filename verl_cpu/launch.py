@@ -1,8 +1,8 @@
 """Run a verl entry point (``python -m <module> <overrides>``) on the CPU backend and clean up after it.
 
-What a CPU run needs besides the Hydra overrides of :func:`verl_ext.cpu.overrides.cpu_overrides`:
+What a CPU run needs besides the Hydra overrides of :func:`verl_cpu.overrides.cpu_overrides`:
 
-* the environment of :func:`verl_ext.cpu.overrides.cpu_env` (plus offline hub flags and no Ray
+* the environment of :func:`verl_cpu.overrides.cpu_env` (plus offline hub flags and no Ray
   usage stats), which the driver hands down to every Ray process it starts;
 * its own short Ray temp dir (``ray_kwargs.ray_init._temp_dir``; unix socket paths are limited
   to ~107 bytes), removed after a successful run and kept after a failed one (Ray's logs);
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from verl_ext.cpu.overrides import cpu_env
+from verl_cpu.overrides import cpu_env
 
 RUN_MARKER_ENV = "NOISYGRPO_CPU_RUN_ID"
 RAY_TEMP_DIR_KEY = "ray_kwargs.ray_init._temp_dir"

@@ -3,7 +3,7 @@
 verl's ``ActorRolloutRefWorker.update_weights`` hands it a generator of ``(name, full tensor)``
 pairs (FSDP2 DTensors are gathered with ``full_tensor()`` as the generator advances, a
 collective every rank must join); the replica's leader rank ships them in buckets to its
-:class:`~verl_ext.cpu.hf_server.HFRolloutServer`. ``resume``/``release`` are no-ops: the
+:class:`~verl_cpu.hf_server.HFRolloutServer`. ``resume``/``release`` are no-ops: the
 server keeps its weights in host memory.
 """
 
@@ -17,7 +17,7 @@ import ray
 import torch
 from verl.workers.rollout.base import BaseRollout
 
-from verl_ext.cpu.hf_replica import hf_server_actor_name
+from verl_cpu.hf_replica import hf_server_actor_name
 
 
 class HFServerAdapter(BaseRollout):

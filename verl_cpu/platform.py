@@ -6,12 +6,12 @@ Blockers passed here (docs/design.md, "verl on a CPU"):
   ``"GPU"`` as its Ray resource name; the run gives Ray logical GPUs (``num_gpus``) and each
   FSDP rank is scheduled on one of them.
 * 3 -- verl has no CPU platform: device ``"cpu"``, a device module whose memory/cache
-  functions are no-ops (:mod:`verl_ext.cpu.device_module`), ``current_device()`` == ``"cpu"``
+  functions are no-ops (:mod:`verl_cpu.device_module`), ``current_device()`` == ``"cpu"``
   (verl moves tensors with ``.to(get_device_id())``), and the plain ``"gloo"`` backend.
 
 Registered as ``cpu`` in :class:`verl.plugin.platform.PlatformRegistry` when
-``verl_ext.cpu`` is imported; selected by ``VERL_PLATFORM=cpu`` (see
-:func:`verl_ext.cpu.overrides.cpu_env`) or, with ``NOISYGRPO_CPU_BACKEND=1``, by auto-detection
+``verl_cpu`` is imported; selected by ``VERL_PLATFORM=cpu`` (see
+:func:`verl_cpu.overrides.cpu_env`) or, with ``NOISYGRPO_CPU_BACKEND=1``, by auto-detection
 on a host without CUDA/NPU/ROCm.
 """
 
@@ -25,8 +25,7 @@ from typing import Any
 import torch
 from verl.plugin.platform import PlatformBase, PlatformRegistry
 
-from verl_ext.cpu import device_module
-from verl_ext.cpu.overrides import CPU_BACKEND_ENV
+from verl_cpu import CPU_BACKEND_ENV, device_module
 
 CPU_PLATFORM_NAME = "cpu"
 

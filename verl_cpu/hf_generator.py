@@ -1,6 +1,6 @@
 """Token-in/token-out generation with a plain transformers model: the engine behind the ``hf`` rollout.
 
-No Ray and no verl server protocol here (that is :mod:`verl_ext.cpu.hf_server`), so the
+No Ray and no verl server protocol here (that is :mod:`verl_cpu.hf_server`), so the
 generation and log-prob maths can be unit-tested in-process.
 
 Log-prob convention (matches verl's default ``rollout.logprobs_mode=processed_logprobs`` and
@@ -175,7 +175,7 @@ class HFGenerator:
         )
 
     def generate(self, inputs: ModelInputs, spec: SamplingSpec) -> GenerationResult:
-        """Sample one response; log-probs per :mod:`this module's convention <verl_ext.cpu.hf_generator>`."""
+        """Sample one response; log-probs per :mod:`this module's convention <verl_cpu.hf_generator>`."""
         prompt_length = inputs.input_ids.shape[1]
         with self._lock, torch.inference_mode():
             output = self.model.generate(**inputs.as_kwargs(), generation_config=self._generation_config(spec))

@@ -1,6 +1,6 @@
 """Hydra overrides and environment variables a verl run needs on the CPU backend.
 
-Usage (:func:`verl_ext.cpu.launch.run_on_cpu` sets the environment for you)::
+Usage (:func:`verl_cpu.launch.run_on_cpu` sets the environment for you)::
 
     env = {**os.environ, **cpu_env()}
     subprocess.run([sys.executable, "-m", "verl.trainer.main_ppo", *cpu_overrides(), *my_overrides], env=env)
@@ -13,13 +13,11 @@ composes with recipe configs that already set them.
 
 from __future__ import annotations
 
-from verl_ext.cpu.registry import HF_ROLLOUT_NAME
-
-# Read by verl_ext.plugin: the CPU backend is imported (in every process) only when it is "1".
-CPU_BACKEND_ENV = "NOISYGRPO_CPU_BACKEND"
+from verl_cpu import CPU_BACKEND_ENV
+from verl_cpu.registry import HF_ROLLOUT_NAME
 
 # Ray imports and calls it at the start of every worker process of the run.
-GLOO_SETUP_HOOK = "verl_ext.cpu.worker_setup.init_gloo_process_group"
+GLOO_SETUP_HOOK = "verl_cpu.worker_setup.init_gloo_process_group"
 
 # fp32 end to end: the actor's FSDP mixed precision (bf16 by default) and the rollout model
 # must compute in the same dtype, or rollout and actor log-probs differ by ~1e-2.
@@ -31,7 +29,7 @@ _IDLE_REF_OPTIMIZER = "{_target_:verl.workers.config.FSDPOptimizerConfig,lr:0.0}
 def cpu_env() -> dict[str, str]:
     """Environment variables for the driver process; Ray workers inherit them from the local raylet."""
     return {
-        # verl_ext.plugin imports verl_ext.cpu (platform + hf rollout) in every process.
+        # verl_ext.plugin imports verl_cpu (platform + hf rollout) in every process.
         CPU_BACKEND_ENV: "1",
         # Blocker 3: pick the "cpu" platform explicitly instead of auto-detection.
         "VERL_PLATFORM": "cpu",
@@ -78,7 +76,7 @@ def cpu_overrides(num_cpus: int = 32, n_gpus: int = 1, num_workers: int = 1) -> 
         # and AdamW allocates no state before a step).
         "actor_rollout_ref.ref.fsdp_config.forward_only=false",
         f"++actor_rollout_ref.ref.optim={_IDLE_REF_OPTIMIZER}",
-        # Blocker 5: the HF-generate rollout registered by verl_ext.cpu, one server per FSDP rank.
+        # Blocker 5: the HF-generate rollout registered by verl_cpu, one server per FSDP rank.
         f"actor_rollout_ref.rollout.name={HF_ROLLOUT_NAME}",
         "actor_rollout_ref.rollout.dtype=float32",
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",

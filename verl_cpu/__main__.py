@@ -1,7 +1,7 @@
 """Shell access to the CPU run settings, for scripts:
 
-eval "$(python -m verl_ext.cpu env)"                       # export NOISYGRPO_CPU_BACKEND=1 ...
-mapfile -t CPU_OVERRIDES < <(python -m verl_ext.cpu overrides --num-cpus 32)
+eval "$(python -m verl_cpu env)"                       # export NOISYGRPO_CPU_BACKEND=1 ...
+mapfile -t CPU_OVERRIDES < <(python -m verl_cpu overrides --num-cpus 32)
 python -m verl.trainer.main_ppo "${CPU_OVERRIDES[@]}" my.key=value ...
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from verl_ext.cpu.overrides import cpu_env, cpu_overrides
+from verl_cpu.overrides import cpu_env, cpu_overrides
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m verl_ext.cpu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m verl_cpu", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["env", "overrides"], help="export lines, or Hydra overrides one per line")
     parser.add_argument("--num-cpus", type=int, default=32)
     parser.add_argument("--n-gpus", type=int, default=1)

@@ -1,7 +1,7 @@
 """Registers the CPU debug backend with verl: the ``cpu`` platform and the ``hf`` rollout (see the package docstring)."""
 
-from verl_ext.cpu.platform import CPU_PLATFORM_NAME, PlatformCPU
-from verl_ext.cpu.registry import HF_ROLLOUT_NAME, register_hf_rollout
+from verl_cpu.platform import CPU_PLATFORM_NAME, PlatformCPU
+from verl_cpu.registry import HF_ROLLOUT_NAME, register_hf_rollout
 
 register_hf_rollout()
 

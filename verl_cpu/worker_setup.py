@@ -6,7 +6,7 @@ Blocker 3, second half (not covered by the platform alone): verl's
 whatever the platform answers, and torch rejects the duplicate device type. verl skips its own
 initialisation when ``torch.distributed`` is already initialised, so this hook, registered
 through the run's Ray config (``ray_kwargs.ray_init.runtime_env.worker_process_setup_hook``,
-see :func:`verl_ext.cpu.overrides.cpu_overrides`), initialises the default group with plain
+see :func:`verl_cpu.overrides.cpu_overrides`), initialises the default group with plain
 ``"gloo"`` from the same environment verl's ``RayWorkerGroup`` gives each rank (``RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) before the worker's ``__init__`` runs.
 

@@ -6,11 +6,11 @@ from verl.workers.rollout import base as rollout_base
 from verl.workers.rollout.replica import RolloutReplicaRegistry
 
 HF_ROLLOUT_NAME = "hf"
-HF_ADAPTER_FQN = "verl_ext.cpu.hf_adapter.HFServerAdapter"
+HF_ADAPTER_FQN = "verl_cpu.hf_adapter.HFServerAdapter"
 
 
 def _load_hf_replica():
-    from verl_ext.cpu.hf_replica import HFReplica
+    from verl_cpu.hf_replica import HFReplica
 
     return HFReplica
 

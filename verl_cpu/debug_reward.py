@@ -1,4 +1,4 @@
-"""A trivial rule reward for CPU smoke runs (``reward.custom_reward_function.path=pkg://verl_ext.cpu.debug_reward``).
+"""A trivial rule reward for CPU smoke runs (``reward.custom_reward_function.path=pkg://verl_cpu.debug_reward``).
 
 A random-weight tiny model never answers correctly, so a correctness reward would be 0 for
 every rollout and every GRPO advantage would vanish. This reward is a stable pseudo-random

@@ -1,9 +1,9 @@
-"""``RolloutReplica`` for the ``hf`` rollout: one :class:`~verl_ext.cpu.hf_server.HFRolloutServer` actor per replica.
+"""``RolloutReplica`` for the ``hf`` rollout: one :class:`~verl_cpu.hf_server.HFRolloutServer` actor per replica.
 
 Blocker 5 (docs/design.md): verl 0.9.1 ships only vllm/sglang/trtllm replicas. In hybrid mode
 (the sync trainer) ``LLMServerManager`` gives each replica the FSDP workers it shares a node
 with; the server actor is pinned to that node and named so that the trainer-side
-:class:`~verl_ext.cpu.hf_adapter.HFServerAdapter` finds it with ``ray.get_actor``.
+:class:`~verl_cpu.hf_adapter.HFServerAdapter` finds it with ``ray.get_actor``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from verl.workers.rollout.replica import RolloutReplica
 
-from verl_ext.cpu.hf_server import HFRolloutServer
+from verl_cpu.hf_server import HFRolloutServer
 
 HF_SERVER_NAME_PREFIX = "hf_server"
 
