@@ -2,21 +2,23 @@
 
     python -m data_prep.check data/mm_rlhf/train.parquet [--quick] [--tokens MODEL_DIR [--max-prompt-length N]]
 
-Checks, per row: the geo3k-layout columns; `prompt` is a list of {role, content}
-messages; the `<image>` placeholders match the number of images; every image entry is one
-verl's loader can open ({"bytes", ...} with non-null bytes, or {"image": existing path}),
-decodes (header only with --quick), and has an aspect ratio Qwen2.5-VL accepts; the
-ground truth, `extra_info.question` and `extra_info.answer` are non-empty text.
-Prints rows, splits, image size distribution, answer types (multiple choice / yes-no /
-free form); with --tokens, the prompt length in tokens (image tokens included, as verl's
-loader counts it) and the rows over --max-prompt-length, which data.filter_overlong_prompts
-would drop. Exits with status 1 when any row fails.
+Checks, per row: the geo3k-layout columns; `prompt` is a list of {role, content} messages; the
+`<image>` placeholders match the number of images; every image entry is one verl's loader can open
+({"bytes", ...} with non-null bytes, or {"image": existing path}), decodes (header only with
+--quick), and has an aspect ratio Qwen2.5-VL accepts; the ground truth, `extra_info.question` and
+`extra_info.answer` are non-empty text. Prints rows, splits, image size distribution, answer types
+(multiple choice / yes-no / free form); with --tokens, the prompt length in tokens (image tokens
+included, as verl's loader counts it: images are not decoded, their tokens follow from the header
+size, the row's max_pixels / min_pixels and the processor's own limits) and the rows over
+--max-prompt-length, which data.filter_overlong_prompts would drop. Exits with status 1 when any
+row fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -26,13 +28,57 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from qwen_vl_utils.vision_process import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, smart_resize
 
 from data_prep.images import MAX_ASPECT_RATIO
 from data_prep.pipeline import human_size
-from data_prep.rows import IMAGE_PLACEHOLDER
 from data_prep.tables import open_parquet
-from data_prep.tokens import image_token_count, load_processor, prompt_token_count
-from verl_ext.task import answer_type
+from verl_ext.task import IMAGE_PLACEHOLDER, answer_type
+
+
+def load_processor(model_dir: str) -> Any:
+    """The model folder's processor, from local files only."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+
+
+def image_token_count(width: int, height: int, entry: dict[str, Any], processor: Any) -> int:
+    """Tokens of one image of ``width`` x ``height`` px with its row entry's pixel limits."""
+    image_processor = processor.image_processor
+    patch, merge = image_processor.patch_size, image_processor.merge_size
+    factor = patch * merge
+    height, width = smart_resize(
+        height,
+        width,
+        factor=factor,
+        min_pixels=entry.get("min_pixels") or IMAGE_MIN_TOKEN_NUM * factor**2,
+        max_pixels=entry.get("max_pixels") or IMAGE_MAX_TOKEN_NUM * factor**2,
+    )
+    size = image_processor.size  # the processor resizes again within its own limits
+    height, width = smart_resize(
+        height, width, factor=factor, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"]
+    )
+    return (height // patch) * (width // patch) // merge**2
+
+
+def _messages(prompt: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """verl's message layout: each ``<image>`` in a text becomes an image part."""
+    messages = []
+    for message in prompt:
+        parts = [part for part in re.split(f"({IMAGE_PLACEHOLDER})", message["content"]) if part]
+        content = [{"type": "image"} if part == IMAGE_PLACEHOLDER else {"type": "text", "text": part} for part in parts]
+        messages.append({"role": message["role"], "content": content})
+    return messages
+
+
+def prompt_token_count(prompt: list[dict[str, str]], image_tokens: list[int], processor: Any) -> int:
+    """Tokens of the chat-templated prompt (generation prompt added) with each image expanded to its tokens."""
+    text = processor.apply_chat_template(_messages(prompt), add_generation_prompt=True, tokenize=False)
+    text_tokens = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+    # the template holds one image-pad token per image; the processor expands it to the image's tokens
+    return text_tokens + sum(count - 1 for count in image_tokens)
+
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "images", "ability", "reward_model", "extra_info")
 BATCH_ROWS = 32

@@ -18,10 +18,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from data_prep.cli import add_common_arguments, new_parser, options_from_args, run_main
-from data_prep.pipeline import ConversionSummary, DataPrepError, convert
+from data_prep.pipeline import (
+    TRAIN,
+    VAL,
+    ConversionSummary,
+    DataPrepError,
+    add_common_arguments,
+    convert,
+    new_parser,
+    options_from_args,
+    run_main,
+)
 from data_prep.records import ImageSource, Problem, RowTemplate, SourceRecord
-from data_prep.splits import TRAIN, VAL
 from data_prep.tables import TableSplit, discover_splits
 
 DATA_SOURCE = "hiyouga/geometry3k"

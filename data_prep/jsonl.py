@@ -15,11 +15,20 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from data_prep.cli import add_common_arguments, new_parser, options_from_args, run_main
-from data_prep.pipeline import ConversionOptions, ConversionSummary, DataPrepError, convert
+from data_prep.pipeline import (
+    TRAIN,
+    VAL,
+    ConversionOptions,
+    ConversionSummary,
+    DataPrepError,
+    add_common_arguments,
+    convert,
+    new_parser,
+    options_from_args,
+    run_main,
+)
 from data_prep.records import RowTemplate, SourceRecord
 from data_prep.sources import FieldNames, count_json_rows, iter_json_rows, record_from_json
-from data_prep.splits import TRAIN, VAL
 
 DEFAULT_VAL_VALUES = ("val", "validation", "valid", "dev", "test")
 DEFAULT_ABILITY = "visual_reasoning"

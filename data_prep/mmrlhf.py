@@ -15,9 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_prep.cli import add_common_arguments, new_parser, options_from_args, run_main
 from data_prep.jsonl import convert_json_file
-from data_prep.pipeline import ConversionSummary
+from data_prep.pipeline import ConversionSummary, add_common_arguments, new_parser, options_from_args, run_main
 from data_prep.records import RowTemplate
 from data_prep.sources import FieldNames
 

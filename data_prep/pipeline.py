@@ -1,36 +1,280 @@
-"""The shared conversion pipeline: records in, verl parquet files and a report out.
+"""The streaming conversion every converter runs: records in, verl parquet out, problems named.
 
-    records --(text checks)--> image jobs --(worker pool, in order)--> rows --> row groups
+A converter (``mmrlhf``, ``geo3k``, ``jsonl``, ``synthetic``) yields ``SourceRecord`` s; this module
+checks their text, prepares their images on a process pool, assigns the train/validation split,
+writes parquet row groups under a hidden ``.NAME.partial`` name and renames the files when complete
+(so an interrupted run leaves earlier outputs as they were), and, by default, stops naming the first
+bad rows with counts per reason (``--skip-invalid`` writes ``skipped.jsonl`` instead).
 
-Every converter only maps its input to `SourceRecord`s and calls `convert`. Rows stream
-through: at most one row group per output and a bounded window of image jobs are held in
-memory. Invalid rows are never dropped silently: by default the run fails with
-`InvalidRowsError` (and writes no parquet); with `skip_invalid` they go to skipped.jsonl.
+In this module, in order: the deterministic split (a seeded sample
+of input positions drawn before any row is converted, so it depends only on seed, row count and
+val size); the process pool; the parquet writer (the geo3k row layout of docs/design.md); the
+pipeline; the command-line options every converter shares.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import json
+import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from data_prep.images import ImageJob, ImageSettings, PreparedImage, prepare_row_images
-from data_prep.parallel import default_workers, ordered_map
 from data_prep.records import REASONS, Problem, RowTemplate, SourceRecord
 from data_prep.rows import build_row, text_problems
-from data_prep.splits import SPLITS, TRAIN, VAL, SplitAssigner
-from data_prep.writer import (
-    DEFAULT_ROW_GROUP_ROWS,
-    AtomicJsonlWriter,
-    AtomicParquetWriter,
-    image_struct_type,
-    row_schema,
-)
+
+TRAIN = "train"
+VAL = "val"
+SPLITS = (TRAIN, VAL)
+
+
+def validation_count(num_rows: int, val_size: float) -> int:
+    """Rows to hold out: a fraction of `num_rows` when 0 < val_size < 1, else a row count.
+
+    Raises ValueError when that leaves no training row or val_size is negative/fractional > 1.
+    """
+    if val_size < 0:
+        raise ValueError(f"--val-size must be >= 0, got {val_size}")
+    if 0 < val_size < 1:
+        count = int(round(val_size * num_rows))
+    elif float(val_size).is_integer():
+        count = int(val_size)
+    else:
+        raise ValueError(f"--val-size is a fraction in (0, 1) or a whole row count, got {val_size}")
+    if count >= num_rows > 0:
+        raise ValueError(f"--val-size {val_size} holds out {count} of {num_rows} rows, leaving none for training")
+    return count
+
+
+class SplitAssigner:
+    """Maps an input position (0-based, < num_rows) to "train" or "val"."""
+
+    def __init__(self, num_rows: int, val_size: float, seed: int):
+        count = validation_count(num_rows, val_size)
+        rng = np.random.default_rng(seed)
+        self.num_rows = num_rows
+        self.val_positions = (
+            frozenset(rng.choice(num_rows, size=count, replace=False).tolist()) if count else frozenset()
+        )
+
+    def __call__(self, position: int) -> str:
+        if not 0 <= position < self.num_rows:
+            raise IndexError(f"input position {position} outside 0..{self.num_rows - 1}")
+        return VAL if position in self.val_positions else TRAIN
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (respects affinity masks and container CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group; let only the parent react, so it can cancel the
+    # queued work and remove its partial files instead of workers dying mid-task.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def default_worker_count() -> int:
+    return min(8, available_cpus())
+
+
+def ordered_map(
+    function: Callable[[T], R], items: Iterable[T], *, workers: int, window: int | None = None
+) -> Iterator[R]:
+    """Yield `function(item)` for every item, in input order.
+
+    workers: 0 runs in this process (no pickling, best for small jobs and tests); N > 0
+        uses N worker processes started with "spawn" (safe with pyarrow and tqdm threads
+        in the parent, unlike fork).
+    window: items submitted but not yet yielded; default 4 per worker.
+    Exceptions raised by `function` propagate at the item that raised them.
+    """
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    if workers == 0:
+        yield from map(function, items)
+        return
+    window = window or 4 * workers
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts
+    )
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        # On early exit (error, Ctrl-C, consumer stopped) drop queued work instead of finishing it.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+DEFAULT_ROW_GROUP_ROWS = 256
+# Flush a row group early when its images pass this size, so huge images cannot blow up memory.
+DEFAULT_ROW_GROUP_BYTES = 32 * 1024 * 1024
+
+
+def image_struct_type(embed: bool, with_max_pixels: bool, with_min_pixels: bool) -> pa.DataType:
+    """The `images` element type verl's loader understands.
+
+    Embedded: {"bytes", "path"} (HF datasets' image layout; the loader opens `bytes`).
+    Paths: {"image": absolute path} — verl's loader treats any dict with a "bytes" key as
+    embedded, so a null "bytes" would break it; "image" is what qwen_vl_utils opens.
+    `max_pixels`/`min_pixels`, when recorded, are read per image by qwen_vl_utils.fetch_image.
+    """
+    fields = (
+        [pa.field("bytes", pa.binary()), pa.field("path", pa.string())] if embed else [pa.field("image", pa.string())]
+    )
+    if with_max_pixels:
+        fields.append(pa.field("max_pixels", pa.int64()))
+    if with_min_pixels:
+        fields.append(pa.field("min_pixels", pa.int64()))
+    return pa.struct(fields)
+
+
+def row_schema(image_type: pa.DataType) -> pa.Schema:
+    """The geo3k-style row layout (docs/design.md), with `images` of `image_type`."""
+    return pa.schema(
+        [
+            pa.field("data_source", pa.string()),
+            pa.field("prompt", pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())]))),
+            pa.field("images", pa.list_(image_type)),
+            pa.field("ability", pa.string()),
+            pa.field(
+                "reward_model", pa.struct([pa.field("style", pa.string()), pa.field("ground_truth", pa.string())])
+            ),
+            pa.field(
+                "extra_info",
+                pa.struct(
+                    [
+                        pa.field("split", pa.string()),
+                        pa.field("index", pa.int64()),
+                        pa.field("question", pa.string()),
+                        pa.field("answer", pa.string()),
+                        pa.field("answer_type", pa.string()),
+                    ]
+                ),
+            ),
+        ]
+    )
+
+
+def partial_path(final_path: Path) -> Path:
+    return final_path.with_name(f".{final_path.name}.partial")
+
+
+class AtomicParquetWriter:
+    """Appends rows to a parquet file in row groups; the file appears at `final_path` on `commit()`.
+
+    A row group is flushed when it holds `row_group_rows` rows or `row_group_bytes` bytes of
+    images, so memory holds at most one row group.
+    """
+
+    def __init__(
+        self,
+        final_path: Path,
+        schema: pa.Schema,
+        *,
+        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+    ):
+        if row_group_rows < 1:
+            raise ValueError(f"row_group_rows must be >= 1, got {row_group_rows}")
+        self.final_path = final_path
+        self.temp_path = partial_path(final_path)
+        self.schema = schema
+        self.row_group_rows = row_group_rows
+        self.row_group_bytes = row_group_bytes
+        self.rows_written = 0
+        self._buffer: list[dict[str, Any]] = []
+        self._buffer_bytes = 0
+        self._writer = pq.ParquetWriter(self.temp_path, schema)
+
+    @property
+    def row_count(self) -> int:
+        """Rows written so far, buffered ones included."""
+        return self.rows_written + len(self._buffer)
+
+    def write(self, row: dict[str, Any], size_bytes: int = 0) -> None:
+        """Queue one row (`size_bytes`: its image payload, for the byte limit)."""
+        self._buffer.append(row)
+        self._buffer_bytes += size_bytes
+        if len(self._buffer) >= self.row_group_rows or self._buffer_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
+        self._writer.write_table(table, row_group_size=len(self._buffer))
+        self.rows_written += len(self._buffer)
+        self._buffer = []
+        self._buffer_bytes = 0
+
+    def commit(self) -> Path:
+        """Write what is buffered, close, and move the file to its final name."""
+        self._flush()
+        self._writer.close()
+        os.replace(self.temp_path, self.final_path)
+        return self.final_path
+
+    def abort(self) -> None:
+        """Close and delete the partial file; the final path is left untouched."""
+        self._buffer = []
+        try:
+            self._writer.close()
+        finally:
+            self.temp_path.unlink(missing_ok=True)
+
+
+class AtomicJsonlWriter:
+    """One JSON object per line, streamed to a partial file and renamed on `commit()`."""
+
+    def __init__(self, final_path: Path):
+        self.final_path = final_path
+        self.temp_path = partial_path(final_path)
+        self.lines_written = 0
+        self._file = self.temp_path.open("w", encoding="utf-8")
+
+    def write(self, obj: dict[str, Any]) -> None:
+        self._file.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.lines_written += 1
+
+    def commit(self) -> Path:
+        self._file.close()
+        os.replace(self.temp_path, self.final_path)
+        return self.final_path
+
+    def abort(self) -> None:
+        try:
+            self._file.close()
+        finally:
+            self.temp_path.unlink(missing_ok=True)
+
 
 # docs/algorithm.md §5: the paper's scripts cap images at 1536^2 pixels.
 PAPER_MAX_PIXELS = 2359296
@@ -67,7 +311,7 @@ class InvalidRowsError(DataPrepError):
 
 @dataclass(frozen=True)
 class ConversionOptions:
-    """Options shared by every converter (see `data_prep.cli` for their command-line form).
+    """Options shared by every converter (see `data_prep.pipeline` for their command-line form).
 
     val_size: 0 = no validation split; 0 < x < 1 = fraction of input rows; >= 1 = row count.
     max_pixels / min_pixels: recorded in each image entry for qwen_vl_utils' resize; None = not recorded.
@@ -82,7 +326,7 @@ class ConversionOptions:
     max_pixels: int | None = PAPER_MAX_PIXELS
     min_pixels: int | None = None
     limit: int | None = None
-    workers: int = field(default_factory=default_workers)
+    workers: int = field(default_factory=default_worker_count)
     skip_invalid: bool = False
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
     progress: bool = True
@@ -286,3 +530,122 @@ def convert(
             summary.removed_stale.append(path)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+OUTPUT_HELP = """
+output (under --output-dir):
+  train.parquet       verl rows: data_source, prompt, images, ability, reward_model, extra_info
+  val.parquet         same layout, with --val-size or when the input has its own split
+  skipped.jsonl       with --skip-invalid: one line per problem {row, source, field, reason, detail}
+  invalid_rows.jsonl  without --skip-invalid, when the run stops on invalid rows
+Files are written under a hidden .NAME.partial name and renamed when complete.
+"""
+
+
+def _val_size(text: str) -> float:
+    value = float(text)
+    if value < 0 or (value >= 1 and not value.is_integer()):
+        raise argparse.ArgumentTypeError("a fraction in (0, 1) or a whole number of rows")
+    return value
+
+
+def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=prog, description=description, epilog=OUTPUT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, val_size: bool = True, cot: bool = True, default_workers: int | None = None
+) -> None:
+    """The options every converter shares: output, split, image storage, validation policy."""
+    workers = default_worker_count() if default_workers is None else default_workers
+    group = parser.add_argument_group("common options")
+    group.add_argument("--output-dir", type=Path, required=True, help="folder for train.parquet / val.parquet")
+    group.add_argument("--seed", type=int, default=0, help="seed of the train/validation split (default 0)")
+    if val_size:
+        group.add_argument(
+            "--val-size",
+            type=_val_size,
+            default=0.0,
+            help="hold out a validation split: a fraction in (0, 1) or a row count (default: none)",
+        )
+    images = group.add_mutually_exclusive_group()
+    images.add_argument(
+        "--embed-images",
+        dest="embed_images",
+        action="store_true",
+        default=True,
+        help="store image bytes inside the parquet, so it is self-contained (default)",
+    )
+    images.add_argument(
+        "--image-paths",
+        dest="embed_images",
+        action="store_false",
+        help="store absolute image paths instead (valid on this machine only); images needing "
+        "conversion, and in-memory inputs, are written to OUTPUT_DIR/images/",
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=int,
+        default=PAPER_MAX_PIXELS,
+        help=f"recorded per image; verl's loader resizes larger images below it "
+        f"(default {PAPER_MAX_PIXELS} = 1536^2, the paper's setting; 0 = do not record)",
+    )
+    group.add_argument(
+        "--min-pixels", type=int, default=None, help="recorded per image; smaller images are upscaled (default: none)"
+    )
+    group.add_argument("--limit", type=int, default=None, help="convert only the first N input rows")
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=workers,
+        help=f"image-decoding processes; 0 = in this process (default {workers})",
+    )
+    group.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="write the valid rows and list invalid ones in skipped.jsonl (default: stop with an error)",
+    )
+    group.add_argument("--row-group-size", type=int, default=DEFAULT_ROW_GROUP_ROWS, help="rows per parquet row group")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if cot:
+        group.add_argument(
+            "--no-cot",
+            action="store_true",
+            help="leave out the paper's <think>/<answer> instruction after the question",
+        )
+
+
+def options_from_args(args: argparse.Namespace) -> ConversionOptions:
+    if args.max_pixels < 0 or (args.min_pixels is not None and args.min_pixels < 1):
+        raise DataPrepError(f"need --max-pixels >= 0 and --min-pixels >= 1, got {args.max_pixels}, {args.min_pixels}")
+    if args.max_pixels and args.min_pixels and args.min_pixels > args.max_pixels:
+        raise DataPrepError(f"--min-pixels {args.min_pixels} exceeds --max-pixels {args.max_pixels}")
+    return ConversionOptions(
+        output_dir=args.output_dir,
+        seed=args.seed,
+        val_size=getattr(args, "val_size", 0.0),
+        embed_images=args.embed_images,
+        max_pixels=args.max_pixels or None,
+        min_pixels=args.min_pixels,
+        limit=args.limit,
+        workers=args.workers,
+        skip_invalid=args.skip_invalid,
+        row_group_rows=args.row_group_size,
+        progress=not args.no_progress,
+    )
+
+
+def run_main(convert: Callable[[Sequence[str] | None], ConversionSummary], argv: Sequence[str] | None = None) -> int:
+    """Run a converter's `main`, print its summary, and turn `DataPrepError` into exit code 1."""
+    try:
+        summary = convert(argv)
+    except DataPrepError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: partial files removed, earlier complete outputs left as they were", file=sys.stderr)
+        return 130
+    print(summary.format())
+    return 0

@@ -6,9 +6,7 @@ from typing import Any
 
 from data_prep.images import PreparedImage
 from data_prep.records import WHOLE_ROW_FIELDS, Problem, RowTemplate, SourceRecord
-from verl_ext.task import answer_type, build_prompt, clean_answer
-
-IMAGE_PLACEHOLDER = "<image>"
+from verl_ext.task import IMAGE_PLACEHOLDER, answer_type, build_prompt, clean_answer
 
 
 def text_problems(record: SourceRecord, template: RowTemplate) -> list[Problem]:

@@ -30,10 +30,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data_prep.cli import add_common_arguments, new_parser, options_from_args, run_main
-from data_prep.pipeline import ConversionOptions, ConversionSummary, DataPrepError, convert
+from data_prep.pipeline import (
+    TRAIN,
+    VAL,
+    ConversionOptions,
+    ConversionSummary,
+    DataPrepError,
+    add_common_arguments,
+    convert,
+    new_parser,
+    options_from_args,
+    run_main,
+)
 from data_prep.records import ImageSource, RowTemplate, SourceRecord
-from data_prep.splits import TRAIN, VAL
 
 DATA_SOURCE = "synthetic_shapes"
 ABILITY = "visual_reasoning"

@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from data_prep_fixtures import build_geo3k_copy, build_mmrlhf_tree, gradient_rgb, image_bytes, write_jsonl
 from PIL import Image
 
 from data_prep import check, geo3k, jsonl, synthetic
 from data_prep.pipeline import DataPrepError, InvalidRowsError
-from data_prep.testing import build_geo3k_copy, build_mmrlhf_tree, gradient_rgb, image_bytes, write_jsonl
 from verl_ext.task import COT_INSTRUCTION
 
 QUIET = ["--workers", "0", "--no-progress"]

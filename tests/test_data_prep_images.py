@@ -6,11 +6,11 @@ import io
 
 import numpy as np
 import pytest
+from data_prep_fixtures import gradient_rgb, image_bytes, mode_variants
 from PIL import Image
 
 from data_prep.images import ImageSettings, normalise, prepare_image
 from data_prep.records import ImageSource, Problem
-from data_prep.testing import gradient_rgb, image_bytes, mode_variants
 
 
 def _decode(data: bytes) -> Image.Image:

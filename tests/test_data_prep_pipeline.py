@@ -8,13 +8,19 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
+from data_prep_fixtures import BAD_CASES, build_mmrlhf_tree, gradient_rgb, image_bytes
 from PIL import Image
 
 from data_prep import mmrlhf
-from data_prep.pipeline import INVALID_REPORT, SKIPPED_REPORT, ConversionOptions, InvalidRowsError, convert
+from data_prep.pipeline import (
+    INVALID_REPORT,
+    SKIPPED_REPORT,
+    ConversionOptions,
+    InvalidRowsError,
+    convert,
+    partial_path,
+)
 from data_prep.records import ImageSource, RowTemplate, SourceRecord
-from data_prep.testing import BAD_CASES, build_mmrlhf_tree, gradient_rgb, image_bytes
-from data_prep.writer import partial_path
 from verl_ext.task import COT_INSTRUCTION
 
 
@@ -122,7 +128,7 @@ def test_missing_keys_and_wrong_types_are_reported_not_dropped(tmp_path):
 
 
 def test_cli_exit_code_and_message(tmp_path, capsys):
-    from data_prep.cli import run_main
+    from data_prep.pipeline import run_main
 
     tree = build_mmrlhf_tree(tmp_path, num_rows=3, bad={0: "missing_image"})
     argv = ["--input", str(tree.json_path), "--image-root", str(tree.image_root), "--output-dir", str(tmp_path / "o")]

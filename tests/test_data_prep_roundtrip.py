@@ -6,9 +6,9 @@ import json
 import pathlib
 
 import pytest
+from data_prep_fixtures import build_mmrlhf_tree, gradient_rgb, image_bytes
 
 from data_prep import jsonl, mmrlhf, synthetic
-from data_prep.testing import build_mmrlhf_tree, gradient_rgb, image_bytes
 
 QUIET = ["--workers", "0", "--no-progress"]
 

@@ -10,6 +10,9 @@ import re
 import string
 from typing import Literal
 
+# verl's loader turns each of these in a prompt text into an image part (RLHFDataset._build_messages).
+IMAGE_PLACEHOLDER = "<image>"
+
 # The paper's chain-of-thought instruction, after the question and a newline (qwen_module.py "cot").
 COT_INSTRUCTION = (
     "First output the thinking process in <think> </think> tags and then output the final "
