@@ -1,65 +1,29 @@
-"""Step time of NoisyGRPO against vanilla GRPO on the CPU end-to-end path, and where it goes.
+"""Step time of NoisyGRPO against vanilla GRPO on the CPU end-to-end path, steps alternating within one run.
 
-Both variants run ``python -m recipe.noisygrpo.main_noisygrpo`` through
-``verl_cpu.launch.run_on_cpu`` (verl's v1 sync trainer, TransferQueue, FSDP2 actor, HF
-rollout, agent loop, reward loop) on the README demo's tiny random-weight Qwen2.5-VL and
-synthetic shapes task, with identical settings:
+The target: NoisyGRPO's mean training step is at most 5 % slower than GRPO's. Both variants run
+the recipe's path (verl's v1 sync trainer, TransferQueue, FSDP2 actor, HF rollout on the CPU
+backend, agent loop, reward loop) on the README demo's tiny random-weight Qwen2.5-VL and synthetic
+shapes task. On a shared VM the speed of the whole machine drifts by 20-35 % over minutes, more than
+the 5 % to resolve between two separate runs, so the variants take turns step by step inside one
+run (:mod:`benchmarks._alternating`: the recipe's agent loop and trainer with noise and the Bayesian
+estimator on the steps of one parity only; GRPO steps use verl's estimator and unnoised images).
+Each round is two runs, NoisyGRPO on odd steps in one and on even steps in the other; pair k of the
+two runs covers the same two batches with the variants swapped, so the mean of their two log ratios
+cancels the batch difference while adjacent steps see the same machine. The report gives the ratio
+over those balanced pairs with its 95 % t interval, and per-part means (verl's ``timing_s/*``).
 
-* ``noisygrpo``: the recipe as shipped (noise levels 0 / 0.3 / 0.6 / 0.9, Bayesian advantage);
-* ``grpo``: ``algorithm.adv_estimator=grpo`` and ``noisygrpo.noise.levels=[0,0,0,0]`` (the agent
-  loop then passes images through untouched), as in tests/test_e2e_noisygrpo.py.
+Settings shared by both variants: the same data, seed, batch (2 prompts x 4 rollouts) and model;
+``ignore_eos`` (every response is ``max_response_length`` tokens; lengths are checked); the debug
+reward (a random-weight model never answers right); the train rows in an order with no batch of one
+prompt length (verl 0.9.1 mishandles those, see ``BENCH_TRAIN_FILE``); a replay buffer polling every
+``--poll-interval`` s instead of verl's 2 s. The first ``--warmup`` steps of a run are dropped.
+Before the first run the script waits for a quiet machine (1-minute load below ``--max-load``).
+The noise's own cost is ``benchmarks.bench_noise``'s subject.
 
-Settings shared by both, so that they differ only by our additions:
+    python -m benchmarks.bench_step [--quick] [--alternating-pairs P] [--alternating-rounds A] [--warmup W]
 
-* the same data, seed, batch (2 prompts x 4 rollouts) and model;
-* ``actor_rollout_ref.rollout.ignore_eos=true``: every response is exactly
-  ``max_response_length`` tokens, so generation and training see the same token counts (the
-  mean response length of every run is checked and reported);
-* the same reward, ``verl_cpu.debug_reward`` (a random-weight model never answers right,
-  so a correctness reward would give every rollout 0);
-* ``noisygrpo.advantage_log_dir`` unset (the default path: no per-rollout advantage log);
-* the train rows in a fixed order (``data.shuffle=false``, :func:`batch_row_order`) in which no
-  batch has prompts of one token length: with ``ignore_eos`` such a batch would have sequences of
-  one length, which verl 0.9.1 mishandles (see ``BENCH_TRAIN_FILE``);
-* a replay buffer that polls for finished rollouts every ``--poll-interval`` seconds
-  (:class:`FinePollReplayBuffer`) instead of verl's fixed 2 s, which would round every
-  ``timing_s/gen`` up to a multiple of 2 s and drown a 5 % difference.
-
-A separate run takes ``--warmup`` + ``--repeats`` steps, an alternating one ``--warmup`` + 2 x
-``--alternating-pairs``; the first ``--warmup`` steps (compile and allocator warm-up) are dropped,
-and verl's per-step timings (``timing_s/step`` and its parts
-``gen``, ``old_log_prob``, ``ref``, ``adv``, ``update_actor``, ``update_weights``, plus ``other``:
-the rest of the step) are averaged over the remaining steps. The reward is
-computed inside ``gen`` (verl's reward loop runs while the rollouts finish; there is no
-``timing_s/reward`` unless the reward is colocated). Before the first run the script waits for
-a quiet machine (1-minute load average below ``--max-load``), and samples the load during runs.
-
-Two designs (``--design``: ``alternating``, the default, ``rounds`` or ``both``):
-
-* **alternating** (the one the target is judged on): the variants take turns step by step inside
-  one run (:mod:`benchmarks._alternating`: the recipe's agent loop and trainer, with noise and the
-  Bayesian estimator on the steps of one parity only). Each round is two runs, NoisyGRPO on odd
-  steps in one and on even steps in the other; pair k of the two runs covers the same two
-  batches with the variants swapped, so the mean of the two log ratios cancels the batch
-  difference, and adjacent steps see the same machine speed. ``--alternating-pairs`` pairs per
-  run, ``--alternating-rounds`` rounds; 95 % t interval over those balanced pairs.
-* **rounds**: separate runs per variant (``--rounds`` runs each; round r starts with the other
-  variant than round r - 1). On a shared VM the speed of the whole machine drifts by 20-35 %
-  over minutes, so two runs of the same variant can differ more than the two variants do.
-  Besides the pooled means, the report gives per-round ratios (t intervals over rounds) and a
-  drift-adjusted ratio: each round's step ratio divided by its ratio of ``CONTROL_PARTS``
-  (``old_log_prob + ref + update_actor``, which do the same work in both variants). A fixed CPU
-  probe timed before and after each run is recorded as a second sign of the machine's speed.
-
-The noise itself runs in the agent-loop worker and has no timer of its own: it is measured
-here in-process on the training images of the run (the same ``noisy_copies`` call the agent
-loop makes), and extrapolated to the paper's image sizes from ``results/bench_noise.json``.
-
-``--quick`` runs no training (one CPU run needs 80-100 s just to start Ray and import
-everything): it re-prints the figures of the last full report (``results/bench_step.json``),
-saying so, and repeats the in-process noise measurement. Usage:
-``python -m benchmarks.bench_step [--quick] [--design D] [--alternating-pairs P] [--alternating-rounds A]
-[--rounds R] [--warmup W] [--repeats N]``.
+``--quick`` runs no training (one CPU run needs minutes just to start): it re-prints the figures of
+the last full report (``results/bench_step.json``), saying so.
 """
 
 from __future__ import annotations
@@ -72,11 +36,9 @@ import os
 import random
 import re
 import statistics
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +55,6 @@ from benchmarks._common import (
     positive_int,
     report_header,
     thread_env,
-    time_cases,
     write_json,
 )
 
@@ -101,60 +62,32 @@ BENCHMARK = "bench_step"
 NOISY = "noisygrpo"
 GRPO = "grpo"
 VARIANTS = (GRPO, NOISY)
-RECIPE_ENTRY = "recipe.noisygrpo.main_noisygrpo"
-# Runs of the step-alternating design (benchmarks/_alternating.py) are labelled alternating0/1 by parity.
 ALTERNATING = "alternating"
-# Logged by benchmarks._alternating.AlternatingTrainer on every step: 1.0 = NoisyGRPO step, 0.0 = GRPO step.
-ALTERNATING_VARIANT_METRIC = "bench/noisygrpo_step"  # = benchmarks._alternating.VARIANT_METRIC
-# verl_ext.advantage.advantage_metrics logs noisygrpo/reward@noise_<level> for every level present in a step.
+# Logged by the alternating trainer on every step (= benchmarks._alternating.VARIANT_METRIC).
+ALTERNATING_VARIANT_METRIC = "bench/noisygrpo_step"
 REWARD_BY_LEVEL_PREFIX = "noisygrpo/reward@noise_"
-DESIGNS = ("both", "rounds", "alternating")
-
-# Target of the issue: NoisyGRPO's mean step time at most 1.05x vanilla GRPO's.
 TARGET_RATIO = 1.05
-
-# verl's per-step timers (timing_s/<part>), in pipeline order; parts absent from a log are skipped.
 STEP_KEY = "timing_s/step"
 TIMING_PREFIX = "timing_s/"
-KNOWN_PARTS = (
-    "gen",
-    "reward",
-    "old_log_prob",
-    "ref",
-    "values",
-    "adv",
-    "update_critic",
-    "update_actor",
-    "update_weights",
-    "save_checkpoint",
-)
+KNOWN_PARTS = ("gen", "old_log_prob", "ref", "adv", "update_actor", "update_weights")
 OTHER_PART = "other"  # step - sum of its timed parts: prepare_step (dataloader, submit), balance_batch, ...
 LENGTH_KEYS = (
     "response_length/mean",
+    "response_length/min",
+    "response_length/max",
     "prompt_length/mean",
     "prompt_length/min",
     "prompt_length/max",
     "perf/total_num_tokens",
-    "actor/perf/cpu_memory_used_gb",
 )
-
 DEFAULT_WORKDIR = REPO_ROOT / "demo_runs" / BENCHMARK
 DEFAULT_FULL_REPORT = RESULTS_DIR / f"{BENCHMARK}.json"
-BENCH_NOISE_REPORT = RESULTS_DIR / "bench_noise.json"
-
-# The poll interval reaches the replay buffer in the trainer's Ray process through this variable.
 POLL_INTERVAL_ENV = "NOISYGRPO_BENCH_POLL_INTERVAL_S"
 DEFAULT_POLL_INTERVAL_S = 0.1
 SAMPLER_CLASS = "FinePollReplayBuffer"
-
-# The noise levels of the recipe's default config, and the paper's batch (16 prompts x 4 rollouts).
 NOISY_LEVELS = (0.3, 0.6, 0.9)
-PAPER_PROMPTS_PER_STEP = 16
-NOISE_KIND = "gaussian"
-
-Z_95 = 1.96  # two-sided 95 % quantile of the normal distribution
 LOAD_POLL_S = 30.0
-LOAD_SAMPLE_S = 5.0
+Z_95 = 1.96
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -196,8 +129,8 @@ class StepBenchConfig:
 
     Attributes:
         warmup: training steps dropped at the start of every run (step 1 pays one-time costs).
-        repeats: measured training steps per run, after the warm-up.
-        rounds: runs per variant; rounds alternate which variant goes first.
+        alternating_pairs: pairs of adjacent (NoisyGRPO, GRPO) steps measured per run.
+        alternating_rounds: rounds; each is two runs, NoisyGRPO on odd steps in one, on even in the other.
         prompts_per_step: prompts per training step (each gets ``rollout.n = 4`` rollouts).
         max_response_length: tokens generated per rollout (all of them: ``ignore_eos``).
         poll_interval_s: seconds between the replay buffer's checks for finished rollouts.
@@ -209,16 +142,11 @@ class StepBenchConfig:
         workdir: tiny model, data and per-run logs.
         quick: re-summarise the last full report instead of training.
         source_report: the full report ``--quick`` re-summarises.
-        design: ``rounds`` (separate runs per variant), ``alternating`` (variants take turns step by
-            step inside one run) or ``both``.
-        alternating_pairs: pairs of adjacent (NoisyGRPO, GRPO) steps measured per alternating run.
-        alternating_rounds: rounds of the alternating design; each is two runs, NoisyGRPO on odd
-            steps in one and on even steps in the other.
     """
 
     warmup: int = 2
-    repeats: int = 10
-    rounds: int = 2
+    alternating_pairs: int = 40
+    alternating_rounds: int = 2
     prompts_per_step: int = 2
     max_response_length: int = 24
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
@@ -230,9 +158,10 @@ class StepBenchConfig:
     workdir: str = str(DEFAULT_WORKDIR)
     quick: bool = False
     source_report: str = str(DEFAULT_FULL_REPORT)
-    design: str = ALTERNATING
-    alternating_pairs: int = 40
-    alternating_rounds: int = 2
+
+    @property
+    def steps(self) -> int:
+        return self.warmup + 2 * self.alternating_pairs
 
 
 def demo_settings(config: StepBenchConfig):
@@ -240,20 +169,20 @@ def demo_settings(config: StepBenchConfig):
     from recipe.noisygrpo.demo.run_demo import DemoSettings
 
     return DemoSettings(
-        steps=config.warmup + config.repeats,
+        steps=config.steps,
         prompts_per_step=config.prompts_per_step,
         max_response_length=config.max_response_length,
     )
 
 
 def shared_overrides(config: StepBenchConfig) -> list[str]:
-    """Hydra overrides both variants get on top of the CPU backend's and the demo's (they win)."""
+    """Hydra overrides of the runs on top of the CPU backend's and the demo's (they win)."""
     settings = demo_settings(config)
     epochs = math.ceil(settings.steps * settings.prompts_per_step / settings.num_train)
     return [
         f"trainer.total_epochs={epochs}",  # the demo's 1 epoch is 64 rows: 32 steps of 2 prompts
         "actor_rollout_ref.rollout.ignore_eos=true",
-        "data.shuffle=false",  # rows in the order of benchmark_train_file (no batch of equal lengths)
+        "data.shuffle=false",  # rows in the order of the benchmark train file (no batch of equal lengths)
         "reward.custom_reward_function.path=pkg://verl_cpu.debug_reward",
         "noisygrpo.advantage_log_dir=null",
         f"trainer.v1.sampler.custom_sampler.path=pkg://benchmarks.{BENCHMARK}",
@@ -263,12 +192,6 @@ def shared_overrides(config: StepBenchConfig) -> list[str]:
         "trainer.test_freq=-1",
         "trainer.val_before_train=false",
     ]
-
-
-VARIANT_OVERRIDES: dict[str, list[str]] = {
-    NOISY: [],
-    GRPO: ["algorithm.adv_estimator=grpo", "noisygrpo.noise.levels=[0.0,0.0,0.0,0.0]"],
-}
 
 
 def run_env(config: StepBenchConfig) -> dict[str, str]:
@@ -366,15 +289,19 @@ def prepare_bench_inputs(config: StepBenchConfig) -> BenchInputs:
     return BenchInputs(model_dir, {**data_files, "train": bench_train}, [lengths[row] for row in order])
 
 
-def predicted_prompt_length_means(inputs: BenchInputs, batch_size: int, steps: int) -> list[float]:
-    """Mean prompt length of training steps 1..steps as the sequential dataloader batches the train file."""
-    lengths = inputs.prompt_lengths
-    usable = len(lengths) // batch_size * batch_size
-    means = []
-    for step in range(steps):
-        start = step * batch_size % usable
-        means.append(statistics.fmean(lengths[start : start + batch_size]))
-    return means
+def training_images(train_file: Path) -> list[list[Any]]:
+    """The decoded PIL images of every row of a verl parquet file (``images`` column), one list per row."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rows = []
+    for entries in pq.read_table(train_file, columns=["images"]).column("images").to_pylist():
+        images = []
+        for entry in entries or []:
+            with Image.open(io.BytesIO(entry["bytes"])) as image:
+                images.append(image.convert("RGB"))
+        rows.append(images)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -402,81 +329,13 @@ def wait_for_quiet_machine(max_load: float, max_wait_s: float, poll_s: float = L
     return {"max_load": max_load, "reached": quiet_polls >= 2, "waited_s": round(waited, 1), "samples": samples}
 
 
-class LoadSampler:
-    """Samples the 1-minute load average every ``interval_s`` seconds on a daemon thread while active."""
-
-    def __init__(self, interval_s: float = LOAD_SAMPLE_S):
-        self.interval_s = interval_s
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(round(os.getloadavg()[0], 2))
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> LoadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def summary(self) -> dict[str, float | int | None]:
-        """Min, mean and max of the sampled 1-minute load averages."""
-        if not self.samples:
-            return {"samples": 0, "min": None, "mean": None, "max": None}
-        return {
-            "samples": len(self.samples),
-            "min": min(self.samples),
-            "mean": round(statistics.fmean(self.samples), 2),
-            "max": max(self.samples),
-        }
-
-
-# ---------------------------------------------------------------------------------------------------
-# Machine speed
-
-# The shared VM's speed drifts by 20-35 % over minutes (other tenants of the host), which the load
-# average inside it does not show. A fixed workload timed just before and just after every run
-# tracks it, so per-run step times can also be compared relative to it.
-PROBE_MATMUL_SIZE = 160
-PROBE_MATMULS = 60
-PROBE_PYTHON_ITEMS = 60_000
-PROBE_REPEATS = 5
-
-
-def _probe_workload() -> None:
-    """About 30 ms of the step's kind of work: small float32 matmuls (torch) and Python object churn."""
-    import torch
-
-    matrix = torch.full((PROBE_MATMUL_SIZE, PROBE_MATMUL_SIZE), 0.5)
-    for _ in range(PROBE_MATMULS):
-        torch.mm(matrix, matrix)
-    records = [{"key": index, "value": float(index)} for index in range(PROBE_PYTHON_ITEMS)]
-    sum(record["value"] for record in records)
-
-
-def machine_speed_probe() -> float:
-    """Seconds of :func:`_probe_workload`, best of ``PROBE_REPEATS`` (lower: faster machine right now)."""
-    _probe_workload()
-    times = []
-    for _ in range(PROBE_REPEATS):
-        started = time.perf_counter()
-        _probe_workload()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Training runs
 
 
 @dataclass
 class RunRecord:
-    """One training run: its variant, round, outcome, the logged steps and the load during it."""
+    """One alternating run: its round, parity, outcome, the logged steps and the load during it."""
 
     variant: str
     round_index: int
@@ -486,8 +345,7 @@ class RunRecord:
     log_path: str
     steps: list[dict[str, Any]] = field(default_factory=list)
     load: dict[str, Any] = field(default_factory=dict)
-    probe_s: list[float] = field(default_factory=list)
-    parity: int | None = None  # alternating runs: the step parity on which NoisyGRPO ran
+    parity: int | None = None  # the step parity on which NoisyGRPO ran
 
     def as_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -503,35 +361,10 @@ def _is_step_field(key: str) -> bool:
     )
 
 
-def run_order(rounds: int) -> list[tuple[int, str]]:
-    """(round, variant) in run order: GRPO first in even rounds, NoisyGRPO first in odd ones."""
-    order = []
-    for round_index in range(rounds):
-        variants = VARIANTS if round_index % 2 == 0 else tuple(reversed(VARIANTS))
-        order += [(round_index, variant) for variant in variants]
-    return order
-
-
-def train_once(variant: str, round_index: int, config: StepBenchConfig, inputs: BenchInputs) -> RunRecord:
-    """One training run of ``variant``; returns its record (steps read from verl's file log)."""
-    return _train(
-        variant,
-        round_index,
-        config,
-        inputs,
-        entry_module=RECIPE_ENTRY,
-        variant_overrides=VARIANT_OVERRIDES[variant],
-    )
-
-
 def train_alternating(parity: int, round_index: int, config: StepBenchConfig, inputs: BenchInputs) -> RunRecord:
-    """One run whose steps alternate the variants (:mod:`benchmarks._alternating`), NoisyGRPO on steps of ``parity``.
-
-    It takes ``warmup + 2 * alternating_pairs`` steps.
-    """
+    """One run whose steps alternate the variants (:mod:`benchmarks._alternating`), NoisyGRPO on steps of ``parity``."""
     from benchmarks import _alternating
 
-    run_config = replace(config, repeats=2 * config.alternating_pairs)
     label = f"{ALTERNATING}{parity}"
     agent_loops = Path(config.workdir) / "runs" / f"round{round_index}_{label}" / "agent_loops.yaml"
     agent_loops.parent.mkdir(parents=True, exist_ok=True)
@@ -539,7 +372,7 @@ def train_alternating(parity: int, round_index: int, config: StepBenchConfig, in
     return _train(
         label,
         round_index,
-        run_config,
+        config,
         inputs,
         entry_module=_alternating.__name__,
         variant_overrides=_alternating.run_overrides(str(agent_loops)),
@@ -575,16 +408,15 @@ def _train(
         f"trainer.experiment_name=bench_step_{label}",
     ]
     print(f"[bench_step] round {round_index}, {label}: training ({run_dir / 'train.log'})", flush=True)
-    probe_before = machine_speed_probe()
-    with LoadSampler() as sampler:
-        result = run_on_cpu(
-            entry_module,
-            overrides,
-            workdir=run_dir,
-            log_path=run_dir / "train.log",
-            extra_env={**run_env(config), **(extra_env or {}), "VERL_FILE_LOGGER_PATH": str(metrics_path)},
-            timeout_s=config.run_timeout_s,
-        )
+    load_before = load_average()
+    result = run_on_cpu(
+        entry_module,
+        overrides,
+        workdir=run_dir,
+        log_path=run_dir / "train.log",
+        extra_env={**run_env(config), **(extra_env or {}), "VERL_FILE_LOGGER_PATH": str(metrics_path)},
+        timeout_s=config.run_timeout_s,
+    )
     steps = read_step_metrics(metrics_path) if metrics_path.exists() else []
     record = RunRecord(
         variant=label,
@@ -594,16 +426,15 @@ def _train(
         leftovers=result.leftovers,
         log_path=str(result.log_path),
         steps=steps,
-        load=sampler.summary(),
-        probe_s=[probe_before, machine_speed_probe()],
+        load={"before": load_before, "after": load_average()},
         parity=parity,
     )
     print(
         f"[bench_step] round {round_index}, {label}: exit {result.returncode} after {result.elapsed_s:.0f} s, "
-        f"{len(steps)} steps logged, 1-min load {record.load['mean']}",
+        f"{len(steps)} steps logged, 1-min load {record.load['before']} -> {record.load['after']}",
         flush=True,
     )
-    if result.returncode != 0 or len(steps) < config.warmup + config.repeats:
+    if result.returncode != 0 or len(steps) < config.steps:
         raise RuntimeError(f"{label} run {round_index} failed (exit {result.returncode}); see {result.log_path}")
     return record
 
@@ -636,11 +467,6 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
         "max_s": max(values),
         "stdev_s": statistics.stdev(values) if len(values) > 1 else 0.0,
     }
-
-
-def measured_steps(runs: Sequence[RunRecord], variant: str, warmup: int) -> list[dict[str, Any]]:
-    """The logged steps of every run of ``variant`` after its first ``warmup`` steps."""
-    return [step for run in runs if run.variant == variant for step in run.steps if step["step"] > warmup]
 
 
 def summarise_variant(steps: Sequence[Mapping[str, Any]], parts: Sequence[str]) -> dict[str, Any]:
@@ -694,58 +520,6 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator > 0 else None
 
 
-# Parts of the step that do the same work in both variants: same token counts and image sizes, the
-# actor sees the clean images in both, and no NoisyGRPO code runs in them. Their ratio between two
-# runs measures how much faster or slower the machine was, which the drift-adjusted ratio removes.
-CONTROL_PARTS = ("old_log_prob", "ref", "update_actor")
-
-
-def control_seconds(step: Mapping[str, Any]) -> float:
-    """Seconds of ``CONTROL_PARTS`` in one logged step."""
-    return sum(float(step.get(TIMING_PREFIX + part, 0.0)) for part in CONTROL_PARTS)
-
-
-def per_run_means(runs: Sequence[RunRecord], warmup: int) -> list[dict[str, Any]]:
-    """Mean step time of every run after its warm-up: the run-to-run spread on this machine."""
-    rows = []
-    for run in runs:
-        steps = [step for step in run.steps if step["step"] > warmup]
-        rows.append(
-            {
-                "round": run.round_index,
-                "variant": run.variant,
-                "steps": len(steps),
-                "mean_step_s": statistics.fmean(float(step[STEP_KEY]) for step in steps),
-                "mean_control_s": statistics.fmean(control_seconds(step) for step in steps),
-                "first_step_s": float(run.steps[0][STEP_KEY]),
-                "run_wall_s": run.elapsed_s,
-                "load_1min_mean": run.load.get("mean"),
-                "probe_ms": statistics.fmean(run.probe_s) * 1e3 if run.probe_s else None,
-            }
-        )
-    return rows
-
-
-def round_ratios(per_run: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """NoisyGRPO / GRPO ratios within each round (two adjacent runs): step, control parts, step / control.
-
-    Runs of the same variant differ by up to 20-35 % on this shared VM, so the rounds, not the steps,
-    are the independent samples: intervals are t intervals over the rounds (none with one round).
-    ``drift_adjusted`` divides each round's step ratio by its control ratio (see ``CONTROL_PARTS``).
-    """
-    rows: dict[str, list[float]] = {"step": [], "control": [], "drift_adjusted": []}
-    for round_index in sorted({row["round"] for row in per_run}):
-        pair = {row["variant"]: row for row in per_run if row["round"] == round_index}
-        if set(pair) != set(VARIANTS):
-            continue
-        step = pair[NOISY]["mean_step_s"] / pair[GRPO]["mean_step_s"]
-        control = pair[NOISY]["mean_control_s"] / pair[GRPO]["mean_control_s"]
-        rows["step"].append(step)
-        rows["control"].append(control)
-        rows["drift_adjusted"].append(step / control)
-    return {"per_round": rows, **{name: _t_summary(values) for name, values in rows.items()}}
-
-
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (1-20); 1.96 beyond (within 5 %).
 T_95 = {
     **{1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23},
@@ -766,7 +540,7 @@ def _t_summary(values: Sequence[float]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The step-alternating design (benchmarks/_alternating.py)
+# The step-alternating design
 
 
 def alternating_order(rounds: int) -> list[tuple[int, int]]:
@@ -908,29 +682,6 @@ def alternating_target(balanced: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def length_check(summaries: Mapping[str, Mapping[str, Any]], config: StepBenchConfig) -> dict[str, Any]:
-    """Whether both variants generated the same response lengths (and prompts) and the normalised ratio.
-
-    With ``ignore_eos`` every response is ``max_response_length`` tokens; if the means differ anyway,
-    ``step_ratio_per_token`` is the step-time ratio per processed token (prompt + response).
-    """
-    means = {variant: summaries[variant]["means"] for variant in VARIANTS}
-    tokens = {variant: means[variant].get("perf/total_num_tokens") for variant in VARIANTS}
-    ratio = _ratio(summaries[NOISY]["step"]["mean_s"], summaries[GRPO]["step"]["mean_s"])
-    per_token = None
-    if ratio is not None and tokens[GRPO] and tokens[NOISY]:
-        per_token = ratio * tokens[GRPO] / tokens[NOISY]
-    same = all(means[GRPO].get(key) == means[NOISY].get(key) for key in ("response_length/mean", "prompt_length/mean"))
-    return {
-        "max_response_length": config.max_response_length,
-        "response_length_mean": {variant: means[variant].get("response_length/mean") for variant in VARIANTS},
-        "prompt_length_mean": {variant: means[variant].get("prompt_length/mean") for variant in VARIANTS},
-        "total_tokens_mean": tokens,
-        "identical": same,
-        "step_ratio_per_token": per_token,
-    }
-
-
 def batch_length_check(runs: Sequence[RunRecord], predicted_prompt_means: Sequence[float] | None) -> dict[str, Any]:
     """Logged steps whose prompts all had one length, and steps whose mean prompt length was not predicted."""
     uniform = [
@@ -951,84 +702,12 @@ def batch_length_check(runs: Sequence[RunRecord], predicted_prompt_means: Sequen
     return check
 
 
-# ---------------------------------------------------------------------------------------------------
-# The noise, in-process
-
-
-def training_images(train_file: Path) -> list[list[Any]]:
-    """The decoded PIL images of every row of a verl parquet file (``images`` column), one list per row."""
-    import pyarrow.parquet as pq
-    from PIL import Image
-
-    rows = []
-    for entries in pq.read_table(train_file, columns=["images"]).column("images").to_pylist():
-        images = []
-        for entry in entries or []:
-            with Image.open(io.BytesIO(entry["bytes"])) as image:
-                images.append(image.convert("RGB"))
-        rows.append(images)
-    return rows
-
-
-def noise_cost(
-    rows: Sequence[Sequence[Any]], prompts_per_step: int, warmup: int = 1, repeats: int = 7
-) -> dict[str, Any]:
-    """Milliseconds of the agent loop's ``noisy_copies`` per image at each noisy level, and per training step.
-
-    ``rows``: the images of each training row. Per step: ``prompts_per_step`` prompts (of the mean
-    image count), each noised once at every level of ``NOISY_LEVELS`` (level 0 is not noised). All
-    images are noised in one timed call per level; reported per image (best and median of ``repeats``).
-    """
-    from verl_ext.agent_loop import RolloutNoise, noisy_copies
-
-    images = [image for row in rows for image in row]
-
-    cases = {
-        f"{level:g}": (lambda level=level: noisy_copies(list(images), RolloutNoise(NOISE_KIND, level, 1234)))
-        for level in NOISY_LEVELS
-    }
-    timings = time_cases(cases, warmup=warmup, repeats=repeats)
-    per_image_ms = {level: timing.best_s * 1e3 / len(images) for level, timing in timings.items()}
-    pixels = [image.width * image.height for image in images]
-    images_per_prompt = len(images) / len(rows)
-    per_step_ms = prompts_per_step * images_per_prompt * sum(per_image_ms.values())
-    return {
-        "kind": NOISE_KIND,
-        "images": len(images),
-        "mean_pixels": statistics.fmean(pixels),
-        "sides_px": [min(min(image.size) for image in images), max(max(image.size) for image in images)],
-        "per_image_ms_best": per_image_ms,
-        "per_image_ms_median": {level: t.median_s * 1e3 / len(images) for level, t in timings.items()},
-        "per_step_ms": per_step_ms,
-        "prompts_per_step": prompts_per_step,
-    }
-
-
-def paper_noise_estimate(bench_noise_report: Path) -> list[dict[str, Any]] | None:
-    """Noise per paper step (16 prompts x levels 0.3/0.6/0.9) from ``bench_noise``'s best times, per size."""
-    if not bench_noise_report.exists():
-        return None
-    report = json.loads(bench_noise_report.read_text(encoding="utf-8"))
-    rows = []
-    for size in sorted({row["size"] for row in report["results"]}):
-        best = {
-            row["level"]: row["best_s"] * 1e3
-            for row in report["results"]
-            if row["size"] == size and row["impl"] == NOISE_KIND and row["level"] in NOISY_LEVELS
-        }
-        if len(best) == len(NOISY_LEVELS):
-            rows.append(
-                {
-                    "size": size,
-                    "per_step_ms": PAPER_PROMPTS_PER_STEP * sum(best.values()),
-                    "source": str(bench_noise_report),
-                }
-            )
-    return rows
+def step_target_name() -> str:
+    return f"NoisyGRPO / GRPO mean step time <= {TARGET_RATIO:g} (CPU end-to-end path), steps alternating within one run"
 
 
 # ---------------------------------------------------------------------------------------------------
-# Tables and targets
+# Report
 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
@@ -1067,69 +746,8 @@ def _interval_cell(interval: Sequence[float] | None) -> str:
     return "-" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
 
 
-def runs_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    headers = ("round", "variant", "steps", "mean step s", "step 1 s", "run wall s", "1-min load", "probe ms")
-    return format_table(
-        headers,
-        [
-            [
-                row["round"],
-                row["variant"],
-                row["steps"],
-                row["mean_step_s"],
-                row["first_step_s"],
-                row["run_wall_s"],
-                row["load_1min_mean"],
-                row.get("probe_ms"),
-            ]
-            for row in rows
-        ],
-        title="runs in order (mean over the measured steps of each run; probe: machine speed, before/after)",
-    )
-
-
-def noise_table(cost: Mapping[str, Any], paper: Sequence[Mapping[str, Any]] | None) -> str:
-    lines = [
-        format_table(
-            ("level", "ms / image (best)", "ms / image (median)"),
-            [[level, ms, cost["per_image_ms_median"][level]] for level, ms in cost["per_image_ms_best"].items()],
-            title=(
-                f"noise in-process ({cost['kind']}, {cost['images']} training images, sides "
-                f"{cost['sides_px'][0]}-{cost['sides_px'][1]} px): {cost['per_step_ms']:.3f} ms per step of "
-                f"{cost['prompts_per_step']} prompts"
-            ),
-        )
-    ]
-    if paper:
-        lines.append(
-            format_table(
-                ("image side px", "ms per paper step"),
-                [[f"{row['size']}^2", row["per_step_ms"]] for row in paper],
-                title=f"noise per paper step ({PAPER_PROMPTS_PER_STEP} prompts x 3 noisy levels, bench_noise best)",
-            )
-        )
-    return "\n\n".join(lines)
-
-
-def step_target(comparison: Sequence[Mapping[str, Any]], rounds: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The issue's target on the pooled ratio of mean step times; ``ci95_rounds``: the t interval of the
-    per-round ratios, and ``resolved``: whether that interval lies wholly on one side of the threshold."""
-    step = next(row for row in comparison if row["quantity"] == "step")
-    value = step["ratio_mean"]
-    interval = (rounds or {}).get("step", {}).get("ci95")
-    resolved = None if interval is None else bool(interval[1] <= TARGET_RATIO or interval[0] > TARGET_RATIO)
-    adjusted = (rounds or {}).get("drift_adjusted", {})
-    return {
-        "name": step_target_name(),
-        "threshold": TARGET_RATIO,
-        "value": value,
-        "met": None if value is None else bool(value <= TARGET_RATIO),
-        "ci95_rounds": interval,
-        "resolved": resolved,
-        "drift_adjusted_value": adjusted.get("mean"),
-        "drift_adjusted_ci95": adjusted.get("ci95"),
-        "drift_adjusted_met": None if adjusted.get("mean") is None else bool(adjusted["mean"] <= TARGET_RATIO),
-    }
+def _interval_cell(interval: Sequence[float] | None) -> str:
+    return "-" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
 
 
 def print_target(target: Mapping[str, Any]) -> None:
@@ -1150,283 +768,110 @@ def print_target(target: Mapping[str, Any]) -> None:
         )
 
 
-def rounds_summary(rounds: Mapping[str, Any]) -> str:
-    """One line per statistic of the per-round NoisyGRPO / GRPO ratios."""
-    lines = []
-    for label, key in (
-        ("step", "step"),
-        ("control parts (" + " + ".join(CONTROL_PARTS) + ")", "control"),
-        ("step / control (drift-adjusted)", "drift_adjusted"),
-    ):
-        stats = rounds.get(key) or {}
-        if not stats.get("n"):
-            continue
-        interval = stats["ci95"]
-        ci = "-" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
-        lines.append(
-            f"ratio per round, {label}: mean {stats['mean']:.3f} over {stats['n']} round(s), "
-            f"range {stats['min']:.3f}-{stats['max']:.3f}, 95% t interval {ci}"
+def print_report(report: Mapping[str, Any]) -> None:
+    """The tables of a full report (also what ``--quick`` re-prints)."""
+    config, alternating = report["config"], report["alternating"]
+    steps = alternating["summaries"][GRPO]["steps"]
+    rounds = config.get("alternating_rounds", 1)
+    title = (
+        f"NoisyGRPO vs GRPO, seconds per training step, mean/median of {steps} steps per variant ({2 * rounds} "
+        f"run(s), NoisyGRPO on odd steps in half of them, on even steps in the others; {config['warmup']} "
+        "warm-up steps dropped per run)"
+    )
+    print(comparison_table(alternating["comparison"], title))
+    balanced = alternating["balanced_pairs"]
+    if balanced["n"]:
+        print(
+            f"balanced step pairs: NoisyGRPO / GRPO {balanced['ratio']:.3f} (geometric mean of {balanced['n']}, "
+            f"range {balanced['min']:.3f}-{balanced['max']:.3f}, 95% t interval {_interval_cell(balanced['ci95'])})"
         )
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The full run and the quick re-summary
-
-
-@contextmanager
-def _timed_phase(label: str) -> Iterator[None]:
-    started = time.perf_counter()
-    yield
-    print(f"[bench_step] {label}: {time.perf_counter() - started:.1f} s", flush=True)
+    means = {variant: alternating["summaries"][variant]["means"] for variant in VARIANTS}
+    print(
+        "response length mean: "
+        + ", ".join(f"{variant} {means[variant].get('response_length/mean')}" for variant in VARIANTS)
+        + "; prompt length mean: "
+        + ", ".join(f"{variant} {means[variant].get('prompt_length/mean')}" for variant in VARIANTS)
+    )
+    if alternating.get("problems"):
+        print("PROBLEMS:\n  " + "\n  ".join(alternating["problems"][:20]))
+    print()
+    print_target(alternating["target"])
 
 
 def run_full(config: StepBenchConfig) -> dict[str, Any]:
-    """Wait for a quiet machine, train the designs' runs, summarise; returns the report."""
+    """Wait for a quiet machine, train the alternating runs, summarise; returns the report."""
     started = time.perf_counter()
     configure_threads(config.threads)
     report = report_header(BENCHMARK, asdict(config))
     report["malloc"] = configure_malloc(config.malloc)
     report["mode"] = "full"
-    with _timed_phase("inputs (tiny model, synthetic data, row order)"):
-        inputs = prepare_bench_inputs(config)
-    report["overrides"] = {"shared": shared_overrides(config), **VARIANT_OVERRIDES}
+    inputs = prepare_bench_inputs(config)
+    report["overrides"] = {"shared": shared_overrides(config)}
     report["quiet_wait"] = wait_for_quiet_machine(config.max_load, config.load_wait_s)
     report["load_average_before_runs"] = load_average()
-    runs, targets = [], []
-    if config.design in ("both", ALTERNATING):
-        alternating_runs = [
-            train_alternating(parity, round_index, config, inputs)
-            for round_index, parity in alternating_order(config.alternating_rounds)
-        ]
-        runs += alternating_runs
-        report["alternating"] = summarise_alternating(alternating_runs, config.warmup)
-        targets.append(report["alternating"]["target"])
-    if config.design in ("both", "rounds"):
-        separate_runs = [
-            train_once(variant, round_index, config, inputs) for round_index, variant in run_order(config.rounds)
-        ]
-        runs += separate_runs
-        predicted = predicted_prompt_length_means(inputs, config.prompts_per_step, config.warmup + config.repeats)
-        report.update(summarise_runs(separate_runs, config, predicted))
-        targets += report.pop("targets")
-    report["targets"] = targets
+    runs = [
+        train_alternating(parity, round_index, config, inputs)
+        for round_index, parity in alternating_order(config.alternating_rounds)
+    ]
+    report["alternating"] = summarise_alternating(runs, config.warmup)
+    report["lengths"] = batch_length_check(runs, None)
+    report["targets"] = [report["alternating"]["target"]]
     report["load_average_after_runs"] = load_average()
     report["runs"] = [run.as_dict() for run in runs]
-    report["per_run_all"] = per_run_means(runs, config.warmup)
-    with _timed_phase("noise in-process"):
-        report["noise"] = noise_cost(training_images(inputs.data_files["train"]), config.prompts_per_step)
-    report["noise_paper_estimate"] = paper_noise_estimate(BENCH_NOISE_REPORT)
     print_report(report)
-    problems = report.get("alternating", {}).get("problems")
+    problems = report["alternating"]["problems"]
     if problems:
         finish_report(report, started)
         raise RuntimeError("alternating runs did not alternate as designed:\n  " + "\n  ".join(problems[:20]))
     return finish_report(report, started)
 
 
-def summarise_runs(
-    runs: Sequence[RunRecord], config: StepBenchConfig, predicted_prompt_means: Sequence[float] | None = None
-) -> dict[str, Any]:
-    """Per-variant statistics, the comparison rows, the length checks and the target.
-
-    ``predicted_prompt_means``: the mean prompt length of each step (1, 2, ...) that the row order
-    predicts; compared with the logged ``prompt_length/mean`` of every step of every run.
-    """
-    all_steps = [step for run in runs for step in run.steps]
-    parts = step_parts(all_steps)
-    summaries = {
-        variant: summarise_variant(measured_steps(runs, variant, config.warmup), parts) for variant in VARIANTS
-    }
-    comparison = compare(summaries, parts)
-    per_run = per_run_means(runs, config.warmup)
-    rounds = round_ratios(per_run)
-    return {
-        "parts": parts,
-        "summaries": summaries,
-        "comparison": comparison,
-        "per_run": per_run,
-        "rounds": rounds,
-        "lengths": {**length_check(summaries, config), **batch_length_check(runs, predicted_prompt_means)},
-        "targets": [step_target(comparison, rounds)],
-    }
-
-
-def print_report(report: Mapping[str, Any]) -> None:
-    """The tables of a full report (also what ``--quick`` re-prints)."""
-    config = report["config"]
-    alternating = report.get("alternating")
-    if alternating:
-        steps = alternating["summaries"][GRPO]["steps"]
-        rounds = config.get("alternating_rounds", 1)
-        title = (
-            f"Design 1, steps alternating within a run: NoisyGRPO vs GRPO, seconds per training step, mean/median "
-            f"of {steps} steps per variant ({2 * rounds} run(s), NoisyGRPO on odd steps in half of them, on even "
-            f"steps in the others; {config['warmup']} warm-up steps dropped per run)"
-        )
-        print(comparison_table(alternating["comparison"], title))
-        balanced = alternating["balanced_pairs"]
-        if balanced["n"]:
-            interval = _interval_cell(balanced["ci95"])
-            print(
-                f"balanced step pairs: NoisyGRPO / GRPO {balanced['ratio']:.3f} (geometric mean of {balanced['n']}, "
-                f"range {balanced['min']:.3f}-{balanced['max']:.3f}, 95% t interval {interval})"
-            )
-        means = {variant: alternating["summaries"][variant]["means"] for variant in VARIANTS}
-        print(
-            "response length mean: "
-            + ", ".join(f"{variant} {means[variant].get('response_length/mean')}" for variant in VARIANTS)
-            + "; prompt length mean: "
-            + ", ".join(f"{variant} {means[variant].get('prompt_length/mean')}" for variant in VARIANTS)
-        )
-        if alternating.get("problems"):
-            print("PROBLEMS:\n  " + "\n  ".join(alternating["problems"][:20]))
-        print()
-    if report.get("summaries"):
-        steps = report["summaries"][GRPO]["steps"]
-        title = (
-            f"{'Design 2, separate runs: ' if alternating else ''}NoisyGRPO vs GRPO, seconds per training step: "
-            f"mean/median of {steps} steps per variant ({config['rounds']} run(s) x {config['repeats']} steps after "
-            f"{config['warmup']} warm-up)"
-        )
-        print(comparison_table(report["comparison"], title))
-        print()
-    per_run = report.get("per_run_all") or report.get("per_run")
-    if per_run:
-        print(runs_table(per_run))
-    if report.get("rounds"):
-        print(rounds_summary(report["rounds"]))
-    lengths = report.get("lengths")
-    if lengths:
-        print(
-            f"\nresponse length mean: {lengths['response_length_mean']}, prompt length mean: "
-            f"{lengths['prompt_length_mean']}, identical: {lengths['identical']}"
-        )
-    if report.get("noise"):
-        print()
-        print(noise_table(report["noise"], report.get("noise_paper_estimate")))
-    print()
-    for target in report["targets"]:
-        print_target(target)
-
-
 def run_quick(config: StepBenchConfig) -> dict[str, Any]:
-    """No training: re-print the last full report's figures and repeat the in-process noise measurement."""
+    """No training: re-print the last full report's figures."""
     started = time.perf_counter()
-    configure_threads(config.threads)
     report = report_header(BENCHMARK, asdict(config))
-    report["malloc"] = configure_malloc(config.malloc)
     report["mode"] = "quick: re-summary of the last full report, no training run"
     source = Path(config.source_report)
-    if source.exists():
-        full = json.loads(source.read_text(encoding="utf-8"))
-        print(
-            f"[bench_step] --quick runs no training (one CPU run takes minutes); re-summarising {source}, "
-            f"measured {full['created_utc']} on {full['machine']['cpu_model']}:\n"
-        )
-        print_report(full)
-        report["source_report"] = {"path": str(source), "created_utc": full["created_utc"]}
-        for key in ("comparison", "lengths", "rounds", "alternating"):
-            if full.get(key) is not None:
-                report[key] = full[key]
-        report["targets"] = full["targets"]
-    else:
+    if not source.exists():
         print(f"[bench_step] --quick runs no training, and there is no full report at {source} to re-summarise.")
         report["source_report"] = None
         report["targets"] = [{"name": step_target_name(), "threshold": TARGET_RATIO, "value": None, "met": None}]
-    data_files = _data_files_for_quick(Path(config.workdir), config)
-    report["noise"] = noise_cost(training_images(data_files["train"]), config.prompts_per_step, repeats=5)
-    report["noise_paper_estimate"] = paper_noise_estimate(BENCH_NOISE_REPORT)
-    print("\n[bench_step] repeated now, in-process:")
-    print(noise_table(report["noise"], report["noise_paper_estimate"]))
+        return finish_report(report, started)
+    full = json.loads(source.read_text(encoding="utf-8"))
+    print(
+        f"[bench_step] --quick runs no training (one CPU run takes minutes); re-summarising {source}, "
+        f"measured {full['created_utc']} on {full['machine']['cpu_model']}:\n"
+    )
+    print_report(full)
+    report["source_report"] = {"path": str(source), "created_utc": full["created_utc"]}
+    report["alternating"] = full["alternating"]
+    report["targets"] = [full["alternating"]["target"]]
     return finish_report(report, started)
-
-
-def step_target_name() -> str:
-    return f"NoisyGRPO / GRPO mean step time <= {TARGET_RATIO:g} (CPU end-to-end path)"
-
-
-def _data_files_for_quick(workdir: Path, config: StepBenchConfig) -> dict[str, Path]:
-    """The benchmark's synthetic data (written now when missing; the model is not needed here)."""
-    data_dir = workdir / "data"
-    files = {"train": data_dir / "train.parquet", "val": data_dir / "val.parquet"}
-    if not files["train"].exists():
-        from data_prep.synthetic import write_synthetic_dataset
-
-        settings = demo_settings(config)
-        files = write_synthetic_dataset(
-            data_dir, num_train=settings.num_train, num_val=settings.num_val, seed=settings.seed
-        )
-    return files
 
 
 # ---------------------------------------------------------------------------------------------------
 # Command line
 
 
-# What the shared options mean here (their shared help speaks of timed calls and sizes).
-COMMON_OPTION_HELP = {
-    "quick": "no training: re-print the last full report and repeat the in-process noise measurement (seconds)",
-    "threads": "OMP_NUM_THREADS-style thread pools of every training process and of this one (default 1)",
-    "warmup": f"training steps dropped at the start of each run (default {StepBenchConfig.warmup})",
-    "repeats": f"measured training steps per run, after the warm-up (default {StepBenchConfig.repeats})",
-    "no_rss": "ignored (no peak-memory probes here; verl's actor/perf/cpu_memory_used_gb is reported)",
-    "malloc": "glibc thresholds of every training process: default (glibc's own, as a user's run; the default here) "
-    "or fixed",
-}
-
-
-def _describe_common_options(parser: argparse.ArgumentParser) -> None:
-    """Re-word the shared options' help for this script and make glibc's allocator the default."""
-    for action in parser._actions:  # argparse has no public way to edit an added option's help
-        if action.dest in COMMON_OPTION_HELP:
-            action.help = COMMON_OPTION_HELP[action.dest]
-    parser.set_defaults(malloc="default")
-
-
 def parse_config(argv: Sequence[str] | None = None) -> tuple[StepBenchConfig, Path]:
     parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{BENCHMARK}", description=__doc__.split("\n")[0])
     add_common_arguments(parser)
-    _describe_common_options(parser)
+    parser.set_defaults(malloc="default")
     defaults = StepBenchConfig()
-    parser.add_argument(
-        "--design",
-        choices=DESIGNS,
-        default=defaults.design,
-        help="alternating: variants take turns step by step within a run; rounds: separate runs per variant; both",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=defaults.rounds,
-        help="separate runs per variant (their order alternates)",
-    )
-    parser.add_argument(
-        "--alternating-pairs",
-        type=positive_int,
-        default=defaults.alternating_pairs,
-        help="measured (NoisyGRPO, GRPO) step pairs per alternating run",
-    )
-    parser.add_argument(
-        "--alternating-rounds",
-        type=positive_int,
-        default=defaults.alternating_rounds,
-        help="rounds of the alternating design (two runs each: NoisyGRPO on odd, then on even steps)",
-    )
+    parser.add_argument("--alternating-pairs", type=positive_int, default=defaults.alternating_pairs)
+    parser.add_argument("--alternating-rounds", type=positive_int, default=defaults.alternating_rounds)
     parser.add_argument("--prompts-per-step", type=positive_int, default=defaults.prompts_per_step)
     parser.add_argument("--max-response-length", type=positive_int, default=defaults.max_response_length)
     parser.add_argument("--poll-interval", type=float, default=defaults.poll_interval_s, help="replay-buffer poll (s)")
     parser.add_argument("--max-load", type=float, default=defaults.max_load, help="wait for a 1-min load below this")
     parser.add_argument("--load-wait", type=float, default=defaults.load_wait_s, help="longest wait for it (s)")
     parser.add_argument("--workdir", type=Path, default=Path(defaults.workdir), help="model, data, run logs")
-    parser.add_argument(
-        "--source-report", type=Path, default=Path(defaults.source_report), help="what --quick reprints"
-    )
+    parser.add_argument("--source-report", type=Path, default=Path(defaults.source_report), help="what --quick reprints")
     args = parser.parse_args(argv)
     config = StepBenchConfig(
         warmup=args.warmup if args.warmup is not None else defaults.warmup,
-        repeats=args.repeats if args.repeats is not None else defaults.repeats,
-        rounds=args.rounds,
+        alternating_pairs=args.alternating_pairs,
+        alternating_rounds=args.alternating_rounds,
         prompts_per_step=args.prompts_per_step,
         max_response_length=args.max_response_length,
         poll_interval_s=args.poll_interval,
@@ -1437,9 +882,6 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[StepBenchConfig, Pa
         workdir=str(args.workdir.resolve()),
         quick=args.quick,
         source_report=str(args.source_report.resolve()),
-        design=args.design,
-        alternating_pairs=args.alternating_pairs,
-        alternating_rounds=args.alternating_rounds,
     )
     return config, args.output or default_output_path(BENCHMARK, args.quick)
 

@@ -166,54 +166,7 @@ def test_time_cases_and_table_helpers() -> None:
     assert table.splitlines()[0].split() == ["name", "value"] and "1,234" in table
 
 
-def test_bench_step_summarises_runs_and_quick_reprints_them(tmp_path: Path) -> None:
-    """No training here (minutes per run): the summary maths on two made-up runs, then ``--quick`` on it."""
-    from benchmarks import bench_step
-
-    def steps(step_s: float, adv_s: float) -> list[dict[str, Any]]:
-        # step 1 is the warm-up (dropped); gen + adv + update_actor + 0.5 s of untimed work = step_s
-        return [
-            {
-                "step": index,
-                "timing_s/step": step_s * (3 if index == 1 else 1),
-                "timing_s/gen": 2.0,
-                "timing_s/adv": adv_s,
-                "timing_s/update_actor": step_s - 2.5 - adv_s,
-                "response_length/mean": 24.0,
-                "prompt_length/mean": 100.0,
-                "perf/total_num_tokens": 992,
-            }
-            for index in (1, 2, 3)
-        ]
-
-    runs = [
-        bench_step.RunRecord("grpo", 0, 0, 90.0, [], "grpo.log", steps(4.0, 0.02), {"mean": 0.5}),
-        bench_step.RunRecord("noisygrpo", 0, 0, 90.0, [], "noisy.log", steps(4.2, 0.05), {"mean": 0.5}),
-    ]
-    config = bench_step.StepBenchConfig(warmup=1, repeats=2, rounds=1, workdir=str(tmp_path / "work"))
-    summary = bench_step.summarise_runs(runs, config)
-    assert summary["parts"] == ["gen", "adv", "update_actor", "other"]
-    rows = {row["quantity"]: row for row in summary["comparison"]}
-    assert math.isclose(rows["step"]["ratio_mean"], 4.2 / 4.0) and math.isclose(rows["adv"]["difference_mean_s"], 0.03)
-    assert math.isclose(rows["other"]["grpo_mean_s"], 0.5) and summary["lengths"]["identical"]
-    assert summary["targets"][0]["met"] is True and [r["mean_step_s"] for r in summary["per_run"]] == [4.0, 4.2]
-    assert bench_step.run_order(2) == [(0, "grpo"), (0, "noisygrpo"), (1, "noisygrpo"), (1, "grpo")]
-
-    source = tmp_path / "full.json"
-    full = {**_common.report_header("bench_step", {"rounds": 1, "repeats": 2, "warmup": 1}), **summary}
-    _common.write_json(source, {**full, "runs": [run.as_dict() for run in runs]})
-    output = tmp_path / "quick.json"
-    argv = ["--quick", "--source-report", str(source), "--workdir", str(tmp_path / "work"), "--output", str(output)]
-    _run_benchmark("bench_step", argv)
-    report = _strict_json(output)
-    assert report["benchmark"] == "bench_step" and report["mode"].startswith("quick")
-    assert report["source_report"]["path"] == str(source) and report["comparison"] == summary["comparison"]
-    noise = report["noise"]
-    assert noise["images"] == 64 and noise["per_step_ms"] > 0
-    assert set(noise["per_image_ms_best"]) == {"0.3", "0.6", "0.9"}
-
-
-def test_bench_step_alternating_pairs_cancel_batch_differences() -> None:
+def test_bench_step_alternating_pairs_cancel_batch_differences(tmp_path: Path) -> None:
     """Made-up alternating runs: every step's batch has its own cost, NoisyGRPO steps cost 6 % more; the balanced
     pair ratio recovers 1.06 exactly, and logs that contradict a run's parity are reported."""
     from benchmarks import bench_step
@@ -255,3 +208,21 @@ def test_bench_step_alternating_pairs_cancel_batch_differences() -> None:
     del broken.steps[6]["noisygrpo/reward@noise_0.90"]  # step 7 lost a level
     problems = bench_step.alternating_problems([broken])
     assert len(problems) == 2 and "step 6" in problems[0] and "step 7" in problems[1]
+
+    # --quick re-prints a full report without training
+    source = tmp_path / "full.json"
+    config = {"warmup": 1, "alternating_rounds": 1}
+    full = {**_common.report_header("bench_step", config), "alternating": summary, "runs": [r.as_dict() for r in runs]}
+    _common.write_json(source, full)
+    output = tmp_path / "quick.json"
+    _run_benchmark("bench_step", ["--quick", "--source-report", str(source), "--output", str(output)])
+    report = _strict_json(output)
+    assert report["benchmark"] == "bench_step" and report["mode"].startswith("quick")
+    assert report["source_report"]["path"] == str(source) and report["alternating"] == summary
+    assert report["targets"] == [summary["target"]]
+
+
+def test_the_alternating_runs_log_the_metric_bench_step_reads() -> None:
+    from benchmarks import _alternating, bench_step
+
+    assert bench_step.ALTERNATING_VARIANT_METRIC == _alternating.VARIANT_METRIC
