@@ -43,7 +43,7 @@ import verl_ext.agent_loop as noisy_agent_loop
 from verl_ext.agent_loop import AGENT_NAME, NOISE_THREAD_PREFIX, NoisyGRPOAgentLoop, rollout_noise_extent
 from verl_ext.config import NoiseConfig
 from verl_ext.dataset import NoisyRLHFDataset
-from verl_ext.noise import add_noise, image_noise_seed, rollout_noise_seed
+from verl_ext.noise import add_noise, image_noise_seed, rollout_noise_seed, rollout_sampling_seed
 
 LEVELS = [0.0, 0.3, 0.6, 0.9]
 RESPONSE_IDS = [87, 280, 220, 18]  # "x = 3" in the tiny tokenizer
@@ -301,6 +301,21 @@ async def test_reference_conversion_noises_every_rollout_and_the_actor_sees_the_
     assert len(fake_tq.fields) == len(LEVELS)
     for fields in fake_tq.fields.values():
         assert torch.equal(fields["multi_modal_inputs"]["pixel_values"], t0_pixels)
+
+
+async def test_seeded_sampling_gives_each_rollout_its_own_reproducible_seed(tiny_qwen25vl_dir, data_files, fake_tq):
+    row = dataset(trainer_config(tiny_qwen25vl_dir, data_files), is_train=True)[0]
+    step = 6
+
+    async def seeds(*overrides: str) -> list:
+        server = FakeRolloutServer()
+        await run_prompts(make_worker(trainer_config(tiny_qwen25vl_dir, data_files, *overrides), server), [row], step)
+        return sorted(request["sampling_params"].get("seed", -1) for request in server.requests)
+
+    assert await seeds() == [-1] * len(LEVELS)  # off by default: the server's own randomness
+    seeded = await seeds("noisygrpo.seeded_sampling=true")
+    assert seeded == sorted(rollout_sampling_seed(row["noise_seed"], session, step) for session in range(len(LEVELS)))
+    assert len(set(seeded)) == len(LEVELS) and seeded == await seeds("noisygrpo.seeded_sampling=true")
 
 
 def images_by_session(fake_tq: FakeTransferQueue, server: FakeRolloutServer, clean: list[Image.Image]) -> dict:

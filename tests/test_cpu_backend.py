@@ -626,3 +626,65 @@ def test_grpo_step_of_stock_main_ppo_on_cpu(tiny_qwen25vl_dir, tmp_path):
         f" {step2['training/rollout_probs_diff_max']:.2e}; step 1 pg_loss {metrics['actor/pg_loss']:.3g},"
         f" grad_norm {metrics['actor/grad_norm']:.3g}"
     )
+
+
+def _encoded_prompt(processor, image, question: str):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return processor(text=[text], images=[image], return_tensors="pt")
+
+
+async def test_concurrent_requests_are_batched_and_seeded_tokens_do_not_depend_on_the_batch(
+    hf_server, image_prompt, tiny_qwen25vl_dir
+):
+    import asyncio
+
+    processor = image_prompt["processor"]
+    sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "logprobs": True, "max_tokens": MAX_TOKENS}
+    others = [
+        (
+            _encoded_prompt(processor, _shape_image(colour, "square", size), question),
+            _shape_image(colour, "square", size),
+        )
+        for colour, size, question in [
+            ("blue", (56, 56), "What colour?"),
+            ("green", (112, 84), "How many squares are in the picture?"),
+            ("red", (84, 84), "Describe it."),
+        ]
+    ]
+    calls = []
+    original = hf_server.generator.generate_batch
+
+    def recording(requests):
+        calls.append(len(requests))
+        return original(requests)
+
+    hf_server.generator.generate_batch = recording
+    try:
+        alone = await hf_server.generate(
+            image_prompt["prompt_ids"], {**sampling, "seed": 7}, "alone", image_data=[image_prompt["image"]]
+        )
+        together = await asyncio.gather(
+            hf_server.generate(
+                image_prompt["prompt_ids"], {**sampling, "seed": 7}, "a", image_data=[image_prompt["image"]]
+            ),
+            *(
+                hf_server.generate(
+                    encoded["input_ids"][0].tolist(), {**sampling, "seed": 100 + i}, f"o{i}", image_data=[image]
+                )
+                for i, (encoded, image) in enumerate(others)
+            ),
+        )
+        other_seed = await hf_server.generate(
+            image_prompt["prompt_ids"], {**sampling, "seed": 8}, "b", image_data=[image_prompt["image"]]
+        )
+    finally:
+        hf_server.generator.generate_batch = original
+    assert calls == [1, 4, 1]  # the four concurrent requests ran as one batch
+    assert together[0].token_ids == alone.token_ids  # same seed, other batch mates, left padding
+    assert together[0].log_probs == pytest.approx(alone.log_probs, abs=1e-5)
+    assert other_seed.token_ids != alone.token_ids
+    # every row of the padded batch scores its tokens as a lone forward pass does
+    for output, (encoded, _) in zip(together[1:], others, strict=True):
+        reference = _teacher_forced_log_probs(tiny_qwen25vl_dir, encoded, output.token_ids, 1.0)
+        assert torch.allclose(torch.tensor(output.log_probs), reference, atol=1e-4, rtol=0)

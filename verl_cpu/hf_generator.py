@@ -7,17 +7,30 @@ Log-prob convention (matches verl's default ``rollout.logprobs_mode=processed_lo
 the FSDP actor's recomputation): ``log_softmax(raw_logits / temperature)`` at the sampled
 token, *before* top-k/top-p and before banning vision placeholders; greedy decoding
 (temperature 0) scores with temperature 1.
+
+Batches: :meth:`HFGenerator.generate_batch` runs several requests in one left-padded
+``model.generate``. Sampling is then done per row by :class:`SeededSampler` with the row's own
+``torch.Generator``: a request that carries a seed gets the same tokens whatever else shares its
+batch (up to float rounding of the batched forward), so a seeded run reproduces its responses.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 from verl.utils.model import get_hf_auto_model_class
 from verl.utils.torch_dtypes import PrecisionType
 from verl.workers.rollout.utils import get_vision_placeholder_token_ids, qwen2_5_vl_dedup_image_tokens
@@ -84,6 +97,31 @@ def load_hf_model(
         attn_implementation=attn_implementation,
     )
     return model.eval()
+
+
+class SeededSampler(LogitsProcessor):
+    """Samples each row with its own seeded generator (temperature, top-k, top-p as transformers applies them)
+    and leaves only the drawn token finite, so greedy decoding emits it.
+
+    Runs after transformers' own processors of the generation config (repetition penalty, banned
+    tokens, EOS held back until ``min_new_tokens``), as ``generate`` appends custom processors last.
+    """
+
+    def __init__(self, spec: SamplingSpec, seeds: Sequence[int]):
+        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(spec.temperature)])
+        if spec.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(spec.top_k))
+        if spec.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(spec.top_p))
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probabilities = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        chosen = torch.stack(
+            [torch.multinomial(row, 1, generator=gen)[0] for row, gen in zip(probabilities, self.generators, strict=True)]
+        )
+        only_chosen = torch.full_like(scores, float("-inf"))
+        return only_chosen.scatter_(1, chosen[:, None], 0.0)
 
 
 class HFGenerator:
@@ -189,6 +227,61 @@ class HFGenerator:
         return GenerationResult(
             token_ids=token_ids, log_probs=token_log_probs.tolist(), finished_by_eos=finished_by_eos
         )
+
+    def generate_batch(self, requests: Sequence[tuple[ModelInputs, SamplingSpec, int | None]]) -> list[GenerationResult]:
+        """Sample every request (inputs, spec, seed) in one left-padded ``model.generate`` per sampling setting.
+
+        Sampled requests are drawn per row with their own generator (``seed``; None draws a seed from
+        torch's global generator), so a seeded request's tokens do not depend on its batch mates.
+        """
+        results: list[GenerationResult | None] = [None] * len(requests)
+        groups: dict[SamplingSpec, list[int]] = {}
+        for index, (_, spec, _) in enumerate(requests):
+            groups.setdefault(replace(spec, max_new_tokens=0), []).append(index)
+        for indices in groups.values():
+            batch = [requests[index] for index in indices]
+            for index, result in zip(indices, self._generate_group(batch), strict=True):
+                results[index] = result
+        return results  # type: ignore[return-value]
+
+    def _generate_group(self, requests: Sequence[tuple[ModelInputs, SamplingSpec, int | None]]) -> list[GenerationResult]:
+        specs = [spec for _, spec, _ in requests]
+        spec = replace(specs[0], max_new_tokens=max(s.max_new_tokens for s in specs))
+        lengths = [inputs.input_ids.shape[1] for inputs, _, _ in requests]
+        width = max(lengths)
+        input_ids = torch.full((len(requests), width), self._pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for row, ((inputs, _, _), length) in enumerate(zip(requests, lengths, strict=True)):
+            input_ids[row, width - length :] = inputs.input_ids[0]
+            attention_mask[row, width - length :] = 1
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        with_images = [inputs for inputs, _, _ in requests if inputs.pixel_values is not None]
+        if with_images:
+            kwargs["pixel_values"] = torch.cat([inputs.pixel_values for inputs in with_images])
+            kwargs["image_grid_thw"] = torch.cat([inputs.image_grid_thw for inputs in with_images])
+        generation_config = self._generation_config(spec)
+        processors = LogitsProcessorList()
+        if not spec.greedy:
+            seeds = [int(torch.randint(2**62, ())) if seed is None else int(seed) for _, _, seed in requests]
+            processors.append(SeededSampler(spec, seeds))
+            generation_config.do_sample = False  # the sampler leaves one token per row; greedy takes it
+            for name in ("temperature", "top_p", "top_k"):
+                setattr(generation_config, name, None)
+        with self._lock, torch.inference_mode():
+            output = self.model.generate(**kwargs, generation_config=generation_config, logits_processor=processors)
+        raw_logits = torch.stack(output.logits, dim=1).float()  # (B, T, V), unprocessed
+        results = []
+        for row, (_, row_spec, _) in enumerate(requests):
+            new_tokens = output.sequences[row, width:][: row_spec.max_new_tokens]
+            token_ids = new_tokens.tolist()
+            ended = next((i for i, token in enumerate(token_ids) if token in self._eos_token_ids), None)
+            if ended is not None and not row_spec.ignore_eos:
+                token_ids = token_ids[: ended + 1]
+            log_probs = torch.log_softmax(raw_logits[row, : len(token_ids)] / spec.logprob_temperature, dim=-1)
+            token_log_probs = log_probs.gather(-1, torch.tensor(token_ids)[:, None]).squeeze(-1)
+            finished_by_eos = bool(token_ids) and token_ids[-1] in self._eos_token_ids and not row_spec.ignore_eos
+            results.append(GenerationResult(token_ids, token_log_probs.tolist(), finished_by_eos))
+        return results
 
     # ------------------------------------------------------------------ weights
 

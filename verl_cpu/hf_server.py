@@ -6,6 +6,12 @@ the control methods (``sleep``, ``wake_up``, ``clear_kv_cache``, ...) and the tr
 ``begin_weight_update`` / ``load_weights`` / ``finish_weight_update``. The model stays in host
 memory for the whole run, so the memory-management methods are no-ops.
 
+Requests are batched: ``generate`` queues its request, and one batching task runs whatever has
+arrived within ``batch_wait_s`` of the first (up to ``max_batch``) as one
+:meth:`HFGenerator.generate_batch` call. A request's ``sampling_params["seed"]`` (set by the
+NoisyGRPO agent loop when ``noisygrpo.seeded_sampling`` is on) makes its tokens a function of that
+seed, whatever its batch mates.
+
 The class is plain Python (wrapped with ``ray.remote`` by :class:`verl_cpu.hf_replica.HFReplica`),
 so tests can drive it in-process.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,12 +30,23 @@ from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.replica import RolloutMode, TokenOutput
 from verl.workers.rollout.utils import get_max_position_embeddings
 
-from verl_cpu.hf_generator import HFGenerator, SamplingSpec, load_hf_model
+from verl_cpu.hf_generator import GenerationResult, HFGenerator, ModelInputs, SamplingSpec, load_hf_model
 
 logger = logging.getLogger(__name__)
 
 # flash-attn is verl's default and is not installable on CPU; sdpa matches the actor override.
 DEFAULT_ATTN_IMPLEMENTATION = "sdpa"
+# A batch takes what arrives within this long of its first request (a step's requests come together).
+DEFAULT_BATCH_WAIT_S = 0.05
+DEFAULT_MAX_BATCH = 64
+
+
+@dataclass
+class _Request:
+    inputs: ModelInputs
+    spec: SamplingSpec
+    seed: int | None
+    future: asyncio.Future
 
 
 def resolve_sampling_spec(
@@ -65,7 +83,7 @@ def resolve_sampling_spec(
 
 
 class HFRolloutServer:
-    """One model replica on the host; generation runs in a worker thread, one request at a time."""
+    """One model replica on the host; generation runs in a worker thread, requests batched together."""
 
     def __init__(
         self,
@@ -73,7 +91,15 @@ class HFRolloutServer:
         model_config: HFModelConfig | Any,
         replica_rank: int = 0,
         rollout_mode: RolloutMode | None = None,
+        batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ):
+        self.batch_wait_s, self.max_batch = batch_wait_s, max_batch
+        # The batching task and its queue live on the loop that serves requests (Ray's actor loop;
+        # a test may bring a new loop per test, which then gets its own).
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._batcher: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.config: RolloutConfig = omega_conf_to_dataclass(config)
         self.model_config: HFModelConfig = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
         self.replica_rank = replica_rank
@@ -114,13 +140,48 @@ class HFRolloutServer:
         prompt_ids = normalize_token_ids(prompt_ids)
         spec = resolve_sampling_spec(dict(sampling_params), len(prompt_ids), self.config, self.max_model_len)
         inputs = self.generator.build_inputs(prompt_ids, image_data, mm_processor_kwargs)
-        result = await asyncio.to_thread(self.generator.generate, inputs, spec)
+        seed = sampling_params.get("seed")
+        result = await self._submit(inputs, spec, None if seed is None else int(seed))
         return TokenOutput(
             token_ids=result.token_ids,
             log_probs=result.log_probs if sampling_params.get("logprobs") else None,
             stop_reason="completed",
             extra_fields={"global_steps": self.global_steps},
         )
+
+    async def _submit(self, inputs: ModelInputs, spec: SamplingSpec, seed: int | None) -> GenerationResult:
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._loop is not loop:
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._batcher = loop.create_task(self._run_batches(self._queue))
+        future = loop.create_future()
+        await self._queue.put(_Request(inputs, spec, seed, future))
+        return await future
+
+    async def _run_batches(self, queue: asyncio.Queue[_Request]) -> None:
+        """Forever: take the first waiting request and what follows within ``batch_wait_s``, generate them together."""
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + self.batch_wait_s
+            while len(batch) < self.max_batch and (remaining := deadline - loop.time()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                except TimeoutError:
+                    break
+            # Seeded rows first, in seed order: the same requests make the same batch layout.
+            batch.sort(key=lambda request: (request.seed is None, request.seed or 0))
+            work = [(request.inputs, request.spec, request.seed) for request in batch]
+            try:
+                results = await asyncio.to_thread(self.generator.generate_batch, work)
+            except Exception as error:  # every waiting caller gets the failure
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(error)
+                continue
+            for request, result in zip(batch, results, strict=True):
+                if not request.future.done():
+                    request.future.set_result(result)
 
     # ------------------------------------------------------------------ weight sync
 

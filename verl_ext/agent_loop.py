@@ -58,6 +58,7 @@ from verl_ext.noise import (
     group_noise_extents,
     image_noise_seed,
     rollout_noise_seed,
+    rollout_sampling_seed,
 )
 
 AGENT_NAME = "noisygrpo_agent"
@@ -196,6 +197,7 @@ class _WorkerNoise:
 
     noise: NoiseConfig
     decay_total_steps: int | None
+    seeded_sampling: bool
 
 
 # Parsed once per worker: verl builds one loop per rollout, all from the same config object.
@@ -206,9 +208,9 @@ def worker_noise(config: DictConfig) -> _WorkerNoise:
     """The ``noisygrpo.noise`` settings of a trainer config, parsed on the worker's first call."""
     cached = _PARSED_CONFIGS.get(id(config))
     if cached is None or cached[0] is not config:
-        noise = NoisyGRPOConfig.from_config(OmegaConf.select(config, "noisygrpo")).noise
-        total = noise.resolve_decay_total_steps(OmegaConf.select(config, "trainer.total_training_steps"))
-        cached = _PARSED_CONFIGS[id(config)] = (config, _WorkerNoise(noise, total))
+        section = NoisyGRPOConfig.from_config(OmegaConf.select(config, "noisygrpo"))
+        total = section.noise.resolve_decay_total_steps(OmegaConf.select(config, "trainer.total_training_steps"))
+        cached = _PARSED_CONFIGS[id(config)] = (config, _WorkerNoise(section.noise, total, section.seeded_sampling))
     return cached[1]
 
 
@@ -225,6 +227,7 @@ class NoisyGRPOAgentLoop(SingleTurnAgentLoop):
         super().__init__(*args, **kwargs)
         settings = worker_noise(self.config)
         self.noise, self.decay_total_steps = settings.noise, settings.decay_total_steps
+        self.seeded_sampling = settings.seeded_sampling
         self.group_size = int(self.rollout_config.n)
         self.server_manager = NoisyImageClient(self.server_manager)
 
@@ -264,6 +267,11 @@ class NoisyGRPOAgentLoop(SingleTurnAgentLoop):
 
     async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs: Any) -> AgentLoopOutput:
         running = _RunningRollout(self.rollout_noise(kwargs))
+        if self.seeded_sampling:  # a copy: the group's sessions share verl's dict
+            seed = rollout_sampling_seed(
+                int(kwargs["noise_seed"]), int(kwargs["session_id"]), int(kwargs["global_steps"])
+            )
+            sampling_params = {**sampling_params, "seed": seed}
         token = _ROLLOUT.set(running)
         try:
             output = await super().run(sampling_params, priority=priority, **kwargs)

@@ -172,12 +172,20 @@ class NoisyGRPOConfig:
         noise, estimator, reward: the three subsections.
         advantage_log_dir: when set, each step appends one JSON line per rollout to
             ``<dir>/advantages.jsonl``.
+        seeded_sampling: give every rollout a sampling seed, a function of (row seed, rollout
+            index, step) like its noise, so a run (and a resumed one) reproduces its responses
+            (vLLM and the CPU backend's rollout honour ``sampling_params["seed"]``).
     """
 
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     advantage_log_dir: str | None = None
+    seeded_sampling: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seeded_sampling, bool):
+            raise ValueError(f"{SECTION}.seeded_sampling must be true or false, got {self.seeded_sampling!r}")
 
     @classmethod
     def from_config(cls, section: DictConfig | Mapping[str, Any] | None) -> NoisyGRPOConfig:
@@ -193,7 +201,11 @@ class NoisyGRPOConfig:
             part = _plain(values.get(name), f"{SECTION}.{name}")
             _reject_unknown(part, part_cls, f"{SECTION}.{name}")
             parts[name] = part_cls(**part)
-        return cls(**parts, advantage_log_dir=values.get("advantage_log_dir"))
+        return cls(
+            **parts,
+            advantage_log_dir=values.get("advantage_log_dir"),
+            seeded_sampling=values.get("seeded_sampling", False),
+        )
 
 
 def _plain(section: Any, key: str) -> dict[str, Any]:

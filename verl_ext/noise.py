@@ -47,6 +47,7 @@ __all__ = [
     "prompt_noise_seed",
     "register_noise_kind",
     "rollout_noise_seed",
+    "rollout_sampling_seed",
 ]
 
 NUM_DIFFUSION_STEPS = 1000
@@ -243,12 +244,19 @@ def decay_noise_extents(extents: Sequence[float], step: int, total_steps: int, r
 #   rollout_noise_seed(row seed, rollout index, step)   the first image of one rollout
 #   image_noise_seed(rollout seed, image index)         image j of that rollout (j = 0: the rollout seed)
 #   group_levels_seed(row seed, step)                   the group's levels under uniform sampling
+#   rollout_sampling_seed(row seed, rollout, step)      the rollout's token sampling (noisygrpo.seeded_sampling)
 #
 # Each is numpy's SeedSequence of its first input with a spawn key (tag, other inputs): the tags keep
 # the families apart for equal inputs, and every key word is < 2**32, so distinct inputs give
 # distinct entropy.
 
-_SEED_TAGS = {"prompt": 0x70726D74, "rollout": 0x6E6F6973, "image": 0x696D6167, "levels": 0x67727570}
+_SEED_TAGS = {
+    "prompt": 0x70726D74,
+    "rollout": 0x6E6F6973,
+    "image": 0x696D6167,
+    "levels": 0x67727570,
+    "sampling": 0x73616D70,
+}
 _UINT32_LIMIT = 1 << 32
 
 
@@ -286,3 +294,8 @@ def image_noise_seed(rollout_seed: int, image_index: int) -> int:
 def group_levels_seed(noise_seed: int, step: int) -> int:
     """Seed of a group's level draw under uniform sampling: shared by the group's sessions, new each step."""
     return _derived_seed(noise_seed, "levels", step)
+
+
+def rollout_sampling_seed(noise_seed: int, rollout_index: int, step: int) -> int:
+    """Seed of one rollout's token sampling, a function of (row seed, rollout index, step), as its noise is."""
+    return _derived_seed(noise_seed, "sampling", rollout_index, step)
