@@ -226,3 +226,26 @@ def test_the_alternating_runs_log_the_metric_bench_step_reads() -> None:
     from benchmarks import _alternating, bench_step
 
     assert bench_step.ALTERNATING_VARIANT_METRIC == _alternating.VARIANT_METRIC
+
+
+def test_bench_rollout_compares_batched_and_sequential_serving(tmp_path: Path) -> None:
+    output = tmp_path / "rollout.json"
+    _run_benchmark(
+        "bench_rollout",
+        [
+            "--requests",
+            "8",
+            "--repeats",
+            "1",
+            "--max-tokens",
+            "4",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--output",
+            str(output),
+        ],
+    )
+    report = _strict_json(output)
+    assert set(report["results"]) == {"sequential", "batched"}
+    assert all(len(case["seconds"]) == 1 and case["seconds"][0] > 0 for case in report["results"].values())
+    assert report["speedup_median"] > 0
