@@ -16,7 +16,7 @@ Settings shared by both variants: the same data, seed, batch (2 prompts x 4 roll
 ``ignore_eos`` (every response is ``max_response_length`` tokens; lengths are checked); the debug
 reward (a random-weight model never answers right); the train rows in an order with no batch of one
 prompt length (verl 0.9.1 mishandles those, see ``BENCH_TRAIN_FILE``); a replay buffer polling every
-``--poll-interval`` s instead of verl's 2 s. The first ``--warmup`` steps of a run are dropped.
+``--poll-interval`` s (the CPU backend's replay buffer) instead of verl's 2 s. The first ``--warmup`` steps of a run are dropped.
 Before the first run the script waits for a quiet machine (1-minute load below ``--max-load``).
 The noise's own cost is ``benchmarks.bench_noise``'s subject.
 
@@ -82,41 +82,12 @@ LENGTH_KEYS = (
 )
 DEFAULT_WORKDIR = REPO_ROOT / "demo_runs" / BENCHMARK
 DEFAULT_FULL_REPORT = RESULTS_DIR / f"{BENCHMARK}.json"
-POLL_INTERVAL_ENV = "NOISYGRPO_BENCH_POLL_INTERVAL_S"
+# verl_cpu.replay_buffer (the CPU backend's replay buffer, polling every 0.1 s by default).
+POLL_INTERVAL_ENV = "NOISYGRPO_CPU_POLL_INTERVAL_S"
 DEFAULT_POLL_INTERVAL_S = 0.1
-SAMPLER_CLASS = "FinePollReplayBuffer"
 NOISY_LEVELS = (0.3, 0.6, 0.9)
 LOAD_POLL_S = 30.0
 Z_95 = 1.96
-
-
-# ---------------------------------------------------------------------------------------------------
-# The replay buffer of the benchmark runs (loaded by verl in the trainer process, by name)
-
-
-def _fine_poll_replay_buffer() -> type:
-    """verl's sync ``ReplayBuffer`` polling every ``$NOISYGRPO_BENCH_POLL_INTERVAL_S`` seconds (default 0.1).
-
-    Built on first access (module ``__getattr__``) so that importing this script does not import verl.
-    """
-    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
-
-    class FinePollReplayBuffer(ReplayBuffer):
-        """verl's sync replay buffer with a finer poll for finished rollouts; nothing else changes."""
-
-        def __init__(self, *args: Any, **kwargs: Any):
-            kwargs["poll_interval"] = float(os.environ.get(POLL_INTERVAL_ENV, DEFAULT_POLL_INTERVAL_S))
-            super().__init__(*args, **kwargs)
-
-    return FinePollReplayBuffer
-
-
-def __getattr__(name: str) -> Any:
-    if name == SAMPLER_CLASS:
-        cls = _fine_poll_replay_buffer()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,8 +156,6 @@ def shared_overrides(config: StepBenchConfig) -> list[str]:
         "data.shuffle=false",  # rows in the order of the benchmark train file (no batch of equal lengths)
         "reward.custom_reward_function.path=pkg://verl_cpu.debug_reward",
         "noisygrpo.advantage_log_dir=null",
-        f"trainer.v1.sampler.custom_sampler.path=pkg://benchmarks.{BENCHMARK}",
-        f"trainer.v1.sampler.custom_sampler.name={SAMPLER_CLASS}",
         "trainer.logger=[console,file]",
         "trainer.save_freq=-1",
         "trainer.test_freq=-1",

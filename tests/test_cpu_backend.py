@@ -688,3 +688,30 @@ async def test_concurrent_requests_are_batched_and_seeded_tokens_do_not_depend_o
     for output, (encoded, _) in zip(together[1:], others, strict=True):
         reference = _teacher_forced_log_probs(tiny_qwen25vl_dir, encoded, output.token_ids, 1.0)
         assert torch.allclose(torch.tensor(output.log_probs), reference, atol=1e-4, rtol=0)
+
+
+def test_cpu_overrides_select_the_fine_poll_replay_buffer_through_verls_hook(monkeypatch):
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+    from verl.utils.import_utils import load_extern_type
+
+    from verl_cpu.overrides import cpu_overrides
+    from verl_cpu.replay_buffer import POLL_INTERVAL_ENV, FinePollReplayBuffer
+
+    chosen = dict(
+        item.split("=", 1) for item in cpu_overrides() if item.startswith("trainer.v1.sampler.custom_sampler")
+    )
+    cls = load_extern_type(
+        chosen["trainer.v1.sampler.custom_sampler.path"], chosen["trainer.v1.sampler.custom_sampler.name"]
+    )
+    assert cls is FinePollReplayBuffer and issubclass(cls, ReplayBuffer)
+    kwargs = dict(
+        trainer_mode="sync",
+        trainer_config=OmegaConf.create({}),
+        max_off_policy_threshold=None,
+        max_off_policy_strategy="drop",
+        sampler_kwargs=OmegaConf.create({}),
+    )
+    assert cls(**kwargs).poll_interval == pytest.approx(0.1)
+    monkeypatch.setenv(POLL_INTERVAL_ENV, "0.5")
+    assert cls(**kwargs).poll_interval == pytest.approx(0.5)

@@ -106,3 +106,15 @@ def test_moving_average() -> None:
 
     assert plots.moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2).tolist() == [1.0, 2.0, 4.0, 6.0]
     assert plots.moving_average(np.array([1.0, 3.0]), 1).tolist() == [1.0, 3.0]
+
+
+def test_heldout_panel_has_one_series_per_validation_data_source(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    with path.open("w") as handle:
+        for step in (0, 10):
+            data = {f"val-aux/toy_{split}/correctness/mean@1": 0.5 + step / 100 for split in ("clean", "blind")}
+            data["val-aux/toy_clean/reward/mean@1"] = 1.0  # another metric: not in the panel
+            handle.write(json.dumps({"step": step, "data": data}) + "\n")
+    figure, n_series = plots.panel_figure(plots.PANELS_BY_KEY["heldout_accuracy"], [read_log("run", path)])
+    labels = sorted(line.get_label() for line in figure.axes[0].get_lines())
+    assert n_series == 2 and labels == ["run, toy_blind", "run, toy_clean"]

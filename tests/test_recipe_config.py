@@ -234,6 +234,15 @@ MISCONFIGURATIONS = {
         "/nonexistent/all-mpnet-base-v2",
     ),
     "decay_without_horizon": (["noisygrpo.noise.decay=true"], "decay_horizon", "decay_total_steps"),
+    "group_filter_with_the_cpu_replay_buffer": (
+        [
+            "trainer.v1.sampler.custom_sampler.path=pkg://verl_cpu.replay_buffer",
+            "trainer.v1.sampler.custom_sampler.name=FinePollReplayBuffer",
+            "algorithm.filter_groups.enable=true",
+        ],
+        "custom_sampler_drops_group_filtering",
+        "algorithm.filter_groups.enable",
+    ),
 }
 
 

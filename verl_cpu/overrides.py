@@ -87,4 +87,7 @@ def cpu_overrides(num_cpus: int = 32, n_gpus: int = 1, num_workers: int = 1) -> 
         f"actor_rollout_ref.rollout.agent.num_workers={num_workers}",
         f"reward.num_workers={num_workers}",
         "data.dataloader_num_workers=0",
+        # verl's replay buffer checks for finished rollouts every 2 s, most of a CPU step.
+        "trainer.v1.sampler.custom_sampler.path=pkg://verl_cpu.replay_buffer",
+        "trainer.v1.sampler.custom_sampler.name=FinePollReplayBuffer",
     ]

@@ -53,6 +53,31 @@ def check_v1_sync_trainer(config: DictConfig, section: NoisyGRPOConfig | None) -
     return None
 
 
+@config_check("custom_sampler_drops_group_filtering")
+def check_custom_sampler_drops_group_filtering(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
+    # verl 0.9.1 hands a custom replay buffer (trainer.v1.sampler.custom_sampler, which the CPU
+    # backend sets) neither DAPO's group filter nor the refill switch: both would be ignored silently.
+    sampler = config.trainer.v1.get("sampler", {})
+    custom = sampler.get("custom_sampler") or {}
+    if not (custom.get("path") and custom.get("name")):
+        return None
+    filter_groups = config.algorithm.get("filter_groups") or {}
+    enabled = [
+        key
+        for key, on in (
+            ("algorithm.filter_groups.enable", filter_groups.get("enable", False)),
+            ("trainer.v1.sampler.sync_refill_failed_groups", sampler.get("sync_refill_failed_groups", False)),
+        )
+        if on
+    ]
+    if not enabled:
+        return None
+    return (
+        f"{' and '.join(enabled)} set together with trainer.v1.sampler.custom_sampler ({custom.name}): verl passes "
+        "neither to a custom replay buffer, so they would be ignored; turn them off or drop the custom sampler."
+    )
+
+
 @config_check("noisygrpo_section")
 def check_noisygrpo_section(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
     if section is not None:

@@ -133,13 +133,15 @@ OVERVIEW_NAME = "training_dynamics"
 class Panel:
     """One plot: every metric whose name matches ``pattern`` is a series.
 
-    A named group ``level`` in the pattern splits a run into one series per captured value.
+    A named group ``level`` in the pattern splits a run into one series per captured value,
+    labelled ``run, <series_label with the value>``.
     """
 
     key: str
     title: str
     ylabel: str
     pattern: re.Pattern[str]
+    series_label: str = "noise {}"
 
 
 PANELS: tuple[Panel, ...] = (
@@ -153,6 +155,14 @@ PANELS: tuple[Panel, ...] = (
         re.compile(r"^noisygrpo/reward@noise_(?P<level>.+)$"),
     ),
     Panel("response_length", "Completion length (mean)", "tokens", re.compile(r"^response_length/mean$")),
+    # verl's validation, per data source (a held-out split each): the share of correct answers.
+    Panel(
+        "heldout_accuracy",
+        "Held-out accuracy (verl validation, greedy)",
+        "accuracy",
+        re.compile(r"^val-aux/(?P<level>[^/]+)/correctness/mean@1$"),
+        series_label="{}",
+    ),
 )
 PANELS_BY_KEY = {panel.key: panel for panel in PANELS}
 
@@ -162,10 +172,11 @@ class PlotSeries:
     run: str
     level: str | None
     series: Series
+    level_label: str = "noise {}"
 
     @property
     def label(self) -> str:
-        return self.run if self.level is None else f"{self.run}, noise {self.level}"
+        return self.run if self.level is None else f"{self.run}, {self.level_label.format(self.level)}"
 
 
 def _level_order(level: str | None) -> tuple[float, str]:
@@ -183,7 +194,7 @@ def panel_series(panel: Panel, logs: list[TrainingLog]) -> list[PlotSeries]:
         for metric, series in log.series.items():
             match = panel.pattern.match(metric)
             if match:
-                matches.append(PlotSeries(log.name, match.groupdict().get("level"), series))
+                matches.append(PlotSeries(log.name, match.groupdict().get("level"), series, panel.series_label))
         found += sorted(matches, key=lambda item: _level_order(item.level))
     return found
 

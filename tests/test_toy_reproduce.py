@@ -1,0 +1,88 @@
+"""The toy reproduction's bookkeeping (recipe/noisygrpo/toy/reproduce.py): overrides, summaries, table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recipe.noisygrpo.toy import reproduce
+from recipe.noisygrpo.toy.reproduce import ReproductionSettings
+
+
+def _accuracies(noisygrpo_clean: list[float]) -> dict[str, list[dict[str, float]]]:
+    def result(clean: float) -> dict[str, float]:
+        return {"clean": clean, "noisy": 0.4, "shifted": 0.3, "blind": 0.2}
+
+    return {
+        "base": [result(0.70)],
+        "grpo": [result(0.70 + 0.01 * i) for i in range(len(noisygrpo_clean))],
+        "noisygrpo": [result(value) for value in noisygrpo_clean],
+    }
+
+
+def test_grpo_and_noisygrpo_runs_differ_only_by_estimator_and_noise():
+    settings = ReproductionSettings()
+    data = {"train": Path("t.parquet"), **{split: Path(f"{split}.parquet") for split in reproduce.SPLITS}}
+
+    def overrides(method: str) -> dict[str, str]:
+        listed = reproduce.rl_overrides(method, Path("m"), data, Path("run"), 3, settings)
+        return dict(item.split("=", 1) for item in listed)
+
+    grpo, noisy = overrides("grpo"), overrides("noisygrpo")
+    differing = {key for key in grpo.keys() | noisy.keys() if grpo.get(key) != noisy.get(key)}
+    assert differing == {"algorithm.adv_estimator", "noisygrpo.noise.levels", "trainer.experiment_name"}
+    assert noisy["data.val_files"] == "[clean.parquet,noisy.parquet,shifted.parquet,blind.parquet]"
+    assert noisy["noisygrpo.reward.correctness"] == "exact"
+
+
+def test_summary_has_std_only_over_several_seeds():
+    rows = reproduce.summarise(_accuracies([0.80, 0.84, 0.82]))
+    by_key = {(row["method"], row["split"]): row for row in rows}
+    assert by_key["noisygrpo", "clean"]["mean"] == pytest.approx(0.82)
+    assert by_key["noisygrpo", "clean"]["std"] == pytest.approx(0.02)
+    assert by_key["noisygrpo", "clean"]["seeds"] == 3
+    assert by_key["base", "clean"]["std"] is None and by_key["base", "clean"]["seeds"] == 1
+
+
+def test_comparisons_are_paired_by_seed_and_flag_two_standard_errors():
+    tests = {(t["split"], t["comparison"]): t for t in reproduce.comparisons(_accuracies([0.80, 0.84, 0.82]))}
+    against_base = tests["clean", "noisygrpo - base"]
+    assert against_base["difference"] == pytest.approx(0.12)
+    assert against_base["se"] == pytest.approx(0.02 / 3**0.5)
+    assert against_base["beyond_2se"] is True
+    # paired: differences 0.10, 0.13, 0.10 against GRPO's 0.70, 0.71, 0.72
+    against_grpo = tests["clean", "noisygrpo - grpo"]
+    assert against_grpo["difference"] == pytest.approx(0.11)
+    # identical accuracies: no difference, zero spread -> not beyond 2 se
+    assert tests["noisy", "grpo - base"]["difference"] == pytest.approx(0.0)
+    assert tests["noisy", "grpo - base"]["beyond_2se"] is False
+    one_seed = reproduce.comparisons(_accuracies([0.9]))
+    assert all(t["se"] is None and t["beyond_2se"] is None for t in one_seed)
+
+
+def test_results_markdown_shows_means_deltas_and_dashes_for_one_seed():
+    accuracies = _accuracies([0.80, 0.84, 0.82])
+    text = reproduce.results_markdown(
+        reproduce.summarise(accuracies), reproduce.comparisons(accuracies), ReproductionSettings(seeds=3)
+    )
+    means_table, std_table = text.split("Standard deviation")
+    lines = {line.split("|")[1].strip(): line for line in means_table.splitlines() if line.startswith("| ")}
+    assert "| 82.0 |" in lines["NoisyGRPO"]
+    assert "+12.0" in lines["NoisyGRPO − base"]
+    assert "| clean | noisygrpo - base | +12.0 | 1.2 | yes |" in text
+    base_std = next(line for line in std_table.splitlines() if line.startswith("| base"))
+    assert "—" in base_std and "2.0" in next(line for line in std_table.splitlines() if line.startswith("| NoisyGRPO"))
+
+
+def test_out_folder_refuses_runs_made_with_other_settings(tmp_path):
+    reproduce.check_out_folder(tmp_path, ReproductionSettings(seeds=1, steps=40))
+    reproduce.check_out_folder(tmp_path, ReproductionSettings(seeds=3, steps=40))  # more seeds: fine
+    with pytest.raises(SystemExit, match="steps 40 -> 20"):
+        reproduce.check_out_folder(tmp_path, ReproductionSettings(seeds=3, steps=20))
+
+
+def test_command_line_rejects_unknown_methods(capsys):
+    with pytest.raises(SystemExit):
+        reproduce.main(["--methods", "ppo"])
+    assert "choose from grpo, noisygrpo" in capsys.readouterr().err
