@@ -118,3 +118,33 @@ def test_heldout_panel_has_one_series_per_validation_data_source(tmp_path: Path)
     figure, n_series = plots.panel_figure(plots.PANELS_BY_KEY["heldout_accuracy"], [read_log("run", path)])
     labels = sorted(line.get_label() for line in figure.axes[0].get_lines())
     assert n_series == 2 and labels == ["run, toy_blind", "run, toy_clean"]
+
+
+def test_seed_band_figure_draws_the_mean_over_seeds_and_the_min_to_max_band(tmp_path: Path) -> None:
+    curves = {
+        "grpo": [{0: {"clean": 0.5, "noisy": 0.2}, 10: {"clean": 0.6}}, {0: {"clean": 0.7}, 10: {"clean": 0.8}}],
+        "noisygrpo": [{0: {"clean": 0.4, "noisy": 0.3}, 10: {"clean": 0.9, "noisy": 0.5}}],
+    }
+    figure = plots.seed_band_figure(curves, ["clean", "noisy"], "title", "accuracy")
+    clean, noisy = figure.axes
+    lines = {line.get_label(): line for line in clean.get_lines()}
+    assert list(lines) == ["grpo (n=2)", "noisygrpo (n=1)"]
+    assert lines["grpo (n=2)"].get_xydata().ravel().tolist() == pytest.approx([0, 0.6, 10, 0.7])
+    band = clean.collections[0].get_paths()[0].vertices  # fill_between's polygon: lower then upper edge
+    assert band[:, 1].min() == pytest.approx(0.5) and band[:, 1].max() == pytest.approx(0.8)
+    # a split a seed did not log is averaged over the seeds that did
+    noisy_lines = {line.get_label(): line.get_xydata().ravel().tolist() for line in noisy.get_lines()}
+    assert noisy_lines["grpo (n=2)"] == pytest.approx([0, 0.2])
+    files = plots.plot_seed_bands(curves, ["clean", "noisy"], tmp_path / "p", "bands", "t", "accuracy")
+    assert [file.name for file in files] == ["bands.png", "bands.svg"]
+    assert files[0].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_many_series_put_the_legend_beside_the_axes(tmp_path: Path) -> None:
+    logs = [read_log(f"run{i}", write_file_logger(tmp_path / f"r{i}.jsonl", 3, noisygrpo=True)) for i in range(2)]
+    figure, n_series = plots.panel_figure(plots.PANELS_BY_KEY["reward_by_noise"], logs)
+    anchor = figure.axes[0].get_legend().get_bbox_to_anchor().transformed(figure.axes[0].transAxes.inverted())
+    assert n_series == 8 > plots.LEGEND_INSIDE_MAX and anchor.x0 > 1.0
+    figure, n_series = plots.panel_figure(plots.PANELS_BY_KEY["kalman_gain"], logs)
+    anchor = figure.axes[0].get_legend().get_bbox_to_anchor().transformed(figure.axes[0].transAxes.inverted())
+    assert n_series == 2 and anchor.x0 == pytest.approx(0.0)

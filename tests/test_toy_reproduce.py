@@ -86,3 +86,16 @@ def test_command_line_rejects_unknown_methods(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["--methods", "ppo"])
     assert "choose from grpo, noisygrpo" in capsys.readouterr().err
+
+
+def test_heldout_curves_read_verl_validation_per_split_and_step(tmp_path):
+    import json
+
+    path = tmp_path / "metrics.jsonl"
+    records = [
+        {"step": 0, "data": {"val-aux/toy_clean/correctness/mean@1": 0.5, "val-aux/toy_blind/correctness/mean@1": 0.2}},
+        {"step": 1, "data": {"critic/score/mean": 1.0}},  # a training step without validation
+        {"step": 10, "data": {"val-aux/toy_clean/correctness/mean@1": 0.75, "val-aux/toy_clean/reward/mean@1": 9.0}},
+    ]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    assert reproduce.heldout_curves(path) == {0: {"clean": 0.5, "blind": 0.2}, 10: {"clean": 0.75}}

@@ -124,9 +124,9 @@ def read_log(name: str, path: Path) -> TrainingLog:
     return TrainingLog(name=name, source=path, series=series)
 
 
-
 LINESTYLES = ("-", "--", ":", "-.")
 OVERVIEW_NAME = "training_dynamics"
+LEGEND_INSIDE_MAX = 6
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,9 @@ def draw_panel(ax: Axes, panel: Panel, logs: list[TrainingLog], smooth: int = 1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_ylabel(panel.ylabel)
     ax.grid(True, alpha=0.3)
-    if series:
+    if len(series) > LEGEND_INSIDE_MAX:  # many runs x levels: a legend inside would hide the lines
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    elif series:
         ax.legend(fontsize="small")
     return len(series)
 
@@ -247,6 +249,56 @@ def overview_figure(panels: list[Panel], logs: list[TrainingLog], smooth: int = 
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     return figure
+
+
+def seed_band_figure(
+    curves: dict[str, list[dict[int, dict[str, float]]]], splits: list[str], title: str, ylabel: str
+) -> Figure:
+    """One axes per split: for each method the mean over seeds (line) and the seeds' min to max (band).
+
+    ``curves[method]`` holds one ``{step: {split: value}}`` per seed; a step missing from some seed
+    is averaged over the seeds that have it.
+    """
+    figure, axes = plt.subplots(
+        1, len(splits), figsize=(3.6 * len(splits), 3.4), layout="constrained", squeeze=False, sharey=True
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, split in zip(axes.flat, splits, strict=True):
+        for index, (method, per_seed) in enumerate(curves.items()):
+            steps = sorted({step for seed in per_seed for step, values in seed.items() if split in values})
+            if not steps:
+                continue
+            values = [[seed[step][split] for seed in per_seed if split in seed.get(step, {})] for step in steps]
+            color = colors[index % len(colors)]
+            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=color, alpha=0.2)
+            ax.plot(
+                steps,
+                [float(np.mean(v)) for v in values],
+                color=color,
+                marker="o",
+                label=f"{method} (n={len(per_seed)})",
+            )
+        ax.set_title(split)
+        ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    axes.flat[0].set_ylabel(ylabel)
+    axes.flat[0].legend(fontsize="small")
+    figure.suptitle(title)
+    return figure
+
+
+def plot_seed_bands(
+    curves: dict[str, list[dict[int, dict[str, float]]]],
+    splits: list[str],
+    out: Path,
+    stem: str,
+    title: str,
+    ylabel: str,
+) -> tuple[Path, ...]:
+    """``seed_band_figure`` written to ``out/<stem>.png`` and ``.svg``."""
+    out.mkdir(parents=True, exist_ok=True)
+    return _save(seed_band_figure(curves, splits, title, ylabel), out, stem)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@
 4. the final checkpoints merged with verl's model merger, evaluated (greedy) on the held-out
    splits with the same code as the warm start; the table ``OUT/results.md`` / ``.csv`` (base /
    GRPO / NoisyGRPO x splits, mean ± std over seeds) through the project's tables module, and the
-   plots (held-out accuracy per split over steps, reward std, reward by noise level, Kalman gain)
-   through its plots module, in ``OUT/plots/``.
+   plots (held-out accuracy per split over steps, per run and as the mean over seeds in
+   ``heldout_by_split``; reward std, reward by noise level, Kalman gain) through its plots module,
+   in ``OUT/plots/``.
 """
 
 from __future__ import annotations
@@ -69,11 +70,17 @@ def write_data(cache: Path, settings: ReproductionSettings) -> dict[str, Path]:
 
 
 def rl_overrides(
-    method: str, model_dir: Path, data: dict[str, Path], run_dir: Path, seed: int, settings: ReproductionSettings
+    method: str,
+    model_dir: Path,
+    data: dict[str, Path],
+    run_dir: Path,
+    seed: int,
+    settings: ReproductionSettings,
+    val_splits: Sequence[str] = SPLITS,
 ) -> list[str]:
     """Hydra overrides of one RL run (on top of the CPU backend's); GRPO differs only by estimator and noise."""
     batch = settings.prompts_per_step
-    val_files = "[" + ",".join(str(data[split]) for split in SPLITS) + "]"
+    val_files = "[" + ",".join(str(data[split]) for split in val_splits) + "]"
     overrides = [
         f"actor_rollout_ref.model.path={model_dir}",
         f"data.train_files={data['train']}",
@@ -149,6 +156,25 @@ def evaluate_model(model_dir: Path, settings: ReproductionSettings) -> dict[str,
         split: accuracy(model, processor, toy_scenes.split_scenes(settings.data_seed, split, settings.held_out_rows))
         for split in SPLITS
     }
+
+
+HELDOUT_METRIC = "val-aux/toy_{split}/correctness/mean@1"
+HELDOUT_BY_SPLIT = "heldout_by_split"  # plot: one panel per split, methods averaged over seeds
+
+
+def heldout_curves(metrics_path: Path) -> dict[int, dict[str, float]]:
+    """Held-out accuracy per validation step and split, from verl's ``file`` logger output."""
+    curves: dict[int, dict[str, float]] = {}
+    for line in metrics_path.read_text().splitlines():
+        record = json.loads(line)
+        found = {
+            split: record["data"][HELDOUT_METRIC.format(split=split)]
+            for split in SPLITS
+            if HELDOUT_METRIC.format(split=split) in record["data"]
+        }
+        if found:
+            curves.setdefault(record["step"], {}).update(found)
+    return curves
 
 
 METHOD_LABELS = {"base": "base (warm start)", "grpo": "GRPO", "noisygrpo": "NoisyGRPO"}
@@ -257,12 +283,23 @@ def write_results(
     (out / "results.json").write_text(
         json.dumps({"settings": asdict(settings), "accuracy": accuracies, "summary": summary, "tests": tests}, indent=2)
     )
-    from recipe.noisygrpo.eval.plots import PANELS_BY_KEY, plot_logs, read_log
+    from recipe.noisygrpo.eval.plots import PANELS_BY_KEY, plot_logs, plot_seed_bands, read_log
 
     panels = [
         PANELS_BY_KEY[key] for key in ("heldout_accuracy", "reward_std", "reward_by_noise", "kalman_gain", "reward")
     ]
     plot_logs([read_log(name, path) for name, path in logs.items()], out / "plots", panels=panels)
+    curves: dict[str, list[dict[int, dict[str, float]]]] = {}
+    for name, path in logs.items():  # names are <method>_seed<n>
+        curves.setdefault(name.rsplit("_seed", 1)[0], []).append(heldout_curves(path))
+    plot_seed_bands(
+        curves,
+        list(SPLITS),
+        out / "plots",
+        HELDOUT_BY_SPLIT,
+        "Held-out accuracy (verl validation, greedy): mean over seeds, band = min to max",
+        "accuracy",
+    )
 
 
 def check_out_folder(out: Path, settings: ReproductionSettings) -> None:
