@@ -361,6 +361,7 @@ def _train(
     parity: int | None = None,
 ) -> RunRecord:
     from recipe.noisygrpo.demo.run_demo import demo_overrides, read_step_metrics
+    from recipe.noisygrpo.metrics_log import launch_files
     from verl_cpu.launch import run_on_cpu
     from verl_cpu.overrides import cpu_overrides
 
@@ -368,7 +369,8 @@ def _train(
     run_dir = Path(config.workdir) / "runs" / f"round{round_index}_{label}"
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
+    for stale in launch_files(metrics_path):  # a fresh measurement, not the continuation of an earlier one
+        stale.unlink()
     overrides = [
         *cpu_overrides(),
         *demo_overrides(model_dir, data_files, run_dir, demo_settings(config)),

@@ -715,3 +715,17 @@ def test_cpu_overrides_select_the_fine_poll_replay_buffer_through_verls_hook(mon
     assert cls(**kwargs).poll_interval == pytest.approx(0.1)
     monkeypatch.setenv(POLL_INTERVAL_ENV, "0.5")
     assert cls(**kwargs).poll_interval == pytest.approx(0.5)
+
+
+def test_run_on_cpu_appends_to_the_log_of_an_earlier_launch(tmp_path):
+    from verl_cpu.launch import run_on_cpu
+
+    log_path = tmp_path / "train.log"
+    log_path.write_text("output of the first launch\n")
+    result = run_on_cpu(
+        "leaky_entry", ["a.b=1"], workdir=tmp_path, log_path=log_path, extra_env=_leaky_env(tmp_path), grace_s=1
+    )
+    log = log_path.read_text()
+    assert log.startswith("output of the first launch\n\n[run_on_cpu] launch at ")
+    assert "python -m leaky_entry" in log and "backend 1" in log
+    shutil.rmtree(result.ray_temp_dir, ignore_errors=True)

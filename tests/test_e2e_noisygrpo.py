@@ -162,7 +162,7 @@ def test_linear_schedule_decays_the_logged_learning_rate_to_zero(noisygrpo_run):
     assert logged == pytest.approx([DemoSettings().learning_rate / 2, 0.0])
 
 
-def test_vanilla_grpo_runs_through_the_same_path(tmp_path, tiny_qwen25vl_dir, data_files):
+def test_vanilla_grpo_runs_through_the_same_path_and_resumes_keeping_every_log(tmp_path, tiny_qwen25vl_dir, data_files):
     steps, advantage_log = train(
         tmp_path / "grpo",
         tiny_qwen25vl_dir,
@@ -199,3 +199,27 @@ def test_vanilla_grpo_runs_through_the_same_path(tmp_path, tiny_qwen25vl_dir, da
         expected = (scores - scores.mean()) / (scores.std() + 1e-6)
         logged = torch.tensor([r["advantage"] for r in rows], dtype=torch.float64)
         torch.testing.assert_close(logged, expected, atol=1e-4, rtol=0)
+
+    # Resume: a second launch with a 2-step budget continues from the step-1 checkpoint. verl's file
+    # logger truncates its file, so this launch writes metrics.launch2.jsonl; every reader joins both.
+    resumed_steps, _ = train(
+        tmp_path / "grpo",
+        tiny_qwen25vl_dir,
+        data_files,
+        DemoSettings(steps=2),
+        "algorithm.adv_estimator=grpo",
+        "noisygrpo.noise.levels=[0.0,0.0,0.0,0.0]",
+        "reward.custom_reward_function.path=pkg://verl_cpu.debug_reward",
+        "trainer.save_freq=1",
+        "actor_rollout_ref.actor.freeze_vision_tower=false",
+    )
+    second_launch = (tmp_path / "grpo" / "metrics.launch2.jsonl").read_text().splitlines()
+    trained = [json.loads(line)["step"] for line in second_launch if "timing_s/step" in json.loads(line)["data"]]
+    assert trained == [2]  # resumed from the checkpoint, not retrained
+    assert [step["step"] for step in resumed_steps] == [1, 2]
+    assert resumed_steps[0]["actor/pg_loss"] == step["actor/pg_loss"]  # the first launch's step 1, kept
+    train_log = (tmp_path / "grpo" / "train.log").read_text(errors="replace")
+    assert train_log.count("[run_on_cpu] launch at ") == 2
+    assert "holds an earlier launch's metrics" in train_log
+    steps_logged = [json.loads(line)["step"] for line in advantage_log.read_text().splitlines()]
+    assert sorted(set(steps_logged)) == [1, 2]

@@ -128,7 +128,7 @@ def run_on_cpu(
         module: entry point, e.g. ``"verl.trainer.main_ppo"`` or ``"recipe.noisygrpo.main_noisygrpo"``.
         overrides: Hydra overrides, normally ``[*cpu_overrides(), *yours]``. A Ray temp dir is added
             unless one is given (``ray_kwargs.ray_init._temp_dir``).
-        log_path: where stdout+stderr go (default ``workdir/run.log``).
+        log_path: where stdout+stderr go, appended after a header line (default ``workdir/run.log``).
         extra_env: more environment variables (win over the CPU backend's).
         timeout_s: the driver's process group is killed after this many seconds.
         echo: also stream the output to this process's stdout.
@@ -150,7 +150,12 @@ def run_on_cpu(
 
     started = time.monotonic()
     timed_out = False
-    log_file = open(log_path, "w")  # closed below, after the output pump has drained
+    # Appended, never truncated: a resumed run keeps the earlier launches' output above its own.
+    log_file = open(log_path, "a")  # closed below, after the output pump has drained
+    if log_file.tell() > 0:
+        log_file.write("\n")
+    log_file.write(f"[run_on_cpu] launch at {time.strftime('%Y-%m-%d %H:%M:%S')}: python -m {module}\n")
+    log_file.flush()
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", module, *overrides],

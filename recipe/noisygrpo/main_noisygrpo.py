@@ -7,6 +7,8 @@ verl's own config validation, and starts verl's ``run_ppo`` with the NoisyGRPO t
 
 from __future__ import annotations
 
+import os
+
 import hydra
 from omegaconf import DictConfig
 from verl.trainer.main_ppo import run_ppo
@@ -14,6 +16,7 @@ from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
 from verl.utils.device import auto_set_device
 
+from recipe.noisygrpo.metrics_log import file_logger_path, launch_path
 from recipe.noisygrpo.validation import config_warnings, validate_noisygrpo_config
 
 
@@ -32,7 +35,25 @@ def run_noisygrpo(config: DictConfig, task_runner_class=None) -> None:
 
     auto_set_device(config)
     validate(config)
+    keep_earlier_metrics(config)
     run_ppo(config, task_runner_class=task_runner_class)
+
+
+def keep_earlier_metrics(config: DictConfig) -> None:
+    """Point verl's ``file`` logger at a file of this launch's own when an earlier launch wrote the log.
+
+    verl's logger truncates its file; a resumed run would lose the metrics of every earlier step.
+    Set before ``run_ppo`` starts Ray, so the trainer process inherits it.
+    """
+    loggers = config.trainer.logger
+    if "file" not in ([loggers] if isinstance(loggers, str) else list(loggers)):
+        return
+    base = file_logger_path(config.trainer.project_name, config.trainer.experiment_name)
+    target = launch_path(base)
+    if target != base:
+        print(f"[noisygrpo] {base} holds an earlier launch's metrics: this launch writes {target}", flush=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["VERL_FILE_LOGGER_PATH"] = str(target)
 
 
 @hydra.main(config_path="config", config_name="noisygrpo_trainer", version_base=None)

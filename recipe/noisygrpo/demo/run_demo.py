@@ -13,7 +13,6 @@ real run scripts instead (``--force-cpu`` runs the demo anyway).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +110,11 @@ REWARD_BY_LEVEL_PREFIX = "noisygrpo/reward@noise_"
 
 
 def read_step_metrics(metrics_path: Path) -> list[dict]:
-    """verl's ``file`` logger lines (``{"step": N, "data": {...}}``), training steps only."""
+    """verl's ``file`` logger lines (``{"step": N, "data": {...}}``) of every launch, training steps only."""
+    from recipe.noisygrpo.metrics_log import read_records
+
     steps = []
-    for line in metrics_path.read_text().splitlines():
-        record = json.loads(line)
+    for record in read_records(metrics_path):
         if any(key.startswith("noisygrpo/") or key.startswith("timing_s/step") for key in record["data"]):
             steps.append({"step": record["step"], **record["data"]})
     return steps

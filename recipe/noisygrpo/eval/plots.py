@@ -11,18 +11,18 @@ A run without a panel's metric (e.g. the GRPO baseline has no ``noisygrpo/*``) i
 
 Logs read: verl's ``file`` logger (JSON lines ``{"step": <int>, "data": {"<metric>": <number>}}``
 at ``$VERL_FILE_LOGGER_PATH``, or ``$VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl``) and
-tensorboard event files (one scalar per metric and step). When a step is logged more than once,
-the last value wins; non-finite values are dropped (verl logs NaN for empty statistics).
+tensorboard event files (one scalar per metric and step). A JSONL log is read with the files of
+later launches of the same run (``metrics.launch2.jsonl`` ...; ``recipe.noisygrpo.metrics_log``).
+When a step is logged more than once, the last value wins; non-finite values are dropped (verl
+logs NaN for empty statistics).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from recipe.noisygrpo.metrics_log import read_records  # noqa: E402
 
 TENSORBOARD_PREFIX = "events.out.tfevents"
 
@@ -69,27 +71,15 @@ def _add_point(points: dict[str, dict[int, float]], metric: str, step: int, valu
 
 
 def read_jsonl(path: Path) -> dict[str, Series]:
-    """Parse a ``file``-logger JSONL; raises ValueError naming the file and line when malformed.
+    """Parse a ``file``-logger JSONL with every launch of it (``recipe.noisygrpo.metrics_log``).
 
-    A broken last line is tolerated with a warning (the run was killed mid-write).
+    Raises ValueError naming the file and line when malformed; a broken last line is tolerated
+    with a warning (the run was killed mid-write).
     """
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
     points: dict[str, dict[int, float]] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as error:
-            if number == len(lines):
-                warnings.warn(f"{path}:{number}: unreadable last line skipped ({error})", stacklevel=2)
-                continue
-            raise ValueError(f"{path}:{number}: not JSON ({error})") from error
-        if not isinstance(record, dict) or not isinstance(record.get("data"), dict) or "step" not in record:
-            raise ValueError(f'{path}:{number}: expected {{"step": N, "data": {{...}}}} (verl\'s file logger format)')
-        step = int(record["step"])
+    for record in read_records(path):
         for metric, value in record["data"].items():
-            _add_point(points, metric, step, value)
+            _add_point(points, metric, record["step"], value)
     return _to_series(points)
 
 

@@ -163,10 +163,11 @@ HELDOUT_BY_SPLIT = "heldout_by_split"  # plot: one panel per split, methods aver
 
 
 def heldout_curves(metrics_path: Path) -> dict[int, dict[str, float]]:
-    """Held-out accuracy per validation step and split, from verl's ``file`` logger output."""
+    """Held-out accuracy per validation step and split, from verl's ``file`` logger output (every launch)."""
+    from recipe.noisygrpo.metrics_log import read_records
+
     curves: dict[int, dict[str, float]] = {}
-    for line in metrics_path.read_text().splitlines():
-        record = json.loads(line)
+    for record in read_records(metrics_path):
         found = {
             split: record["data"][HELDOUT_METRIC.format(split=split)]
             for split in SPLITS
