@@ -2,7 +2,8 @@
 
 Composes ``config/noisygrpo_trainer.yaml`` (verl's ``ppo_trainer`` plus the ``noisygrpo:``
 section), fails early on a misconfiguration (see :mod:`recipe.noisygrpo.validation`), runs
-verl's own config validation, and starts verl's ``run_ppo`` with the NoisyGRPO task runner.
+verl's own config validation, checks the model, data and output folders
+(:mod:`recipe.noisygrpo.preflight`), and starts verl's ``run_ppo`` with the NoisyGRPO task runner.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from verl.utils.config import validate_config
 from verl.utils.device import auto_set_device
 
 from recipe.noisygrpo.metrics_log import file_logger_path, launch_path
+from recipe.noisygrpo.preflight import check_preflight
 from recipe.noisygrpo.validation import config_warnings, validate_noisygrpo_config
 
 
@@ -34,6 +36,7 @@ def run_noisygrpo(config: DictConfig, task_runner_class=None) -> None:
         from recipe.noisygrpo.trainer import NoisyGRPOTaskRunner as task_runner_class
 
     auto_set_device(config)
+    check_preflight(config)  # the files the run needs, in seconds
     validate(config)
     keep_earlier_metrics(config)
     run_ppo(config, task_runner_class=task_runner_class)
