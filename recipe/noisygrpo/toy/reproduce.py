@@ -166,13 +166,10 @@ def heldout_curves(metrics_path: Path) -> dict[int, dict[str, float]]:
     """Held-out accuracy per validation step and split, from verl's ``file`` logger output (every launch)."""
     from recipe.noisygrpo.metrics_log import read_records
 
+    metrics = {split: HELDOUT_METRIC.format(split=split) for split in SPLITS}
     curves: dict[int, dict[str, float]] = {}
     for record in read_records(metrics_path):
-        found = {
-            split: record["data"][HELDOUT_METRIC.format(split=split)]
-            for split in SPLITS
-            if HELDOUT_METRIC.format(split=split) in record["data"]
-        }
+        found = {split: record["data"][key] for split, key in metrics.items() if key in record["data"]}
         if found:
             curves.setdefault(record["step"], {}).update(found)
     return curves
@@ -267,9 +264,15 @@ def results_markdown(summary: list[dict[str, Any]], tests: list[dict[str, Any]],
 
 
 def write_results(
-    out: Path, accuracies: dict[str, list[dict[str, float]]], settings: ReproductionSettings, logs: dict[str, Path]
+    out: Path,
+    accuracies: dict[str, list[dict[str, float]]],
+    settings: ReproductionSettings,
+    logs: dict[str, list[Path]],
 ) -> None:
-    """``OUT/results.md``, ``OUT/results.csv``, ``OUT/results.json`` and ``OUT/plots/``."""
+    """``OUT/results.md``, ``OUT/results.csv``, ``OUT/results.json`` and ``OUT/plots/``.
+
+    ``logs[method]``: the ``metrics.jsonl`` of each seed's run, in seed order.
+    """
     import csv
 
     summary, tests = summarise(accuracies), comparisons(accuracies)
@@ -289,10 +292,9 @@ def write_results(
     panels = [
         PANELS_BY_KEY[key] for key in ("heldout_accuracy", "reward_std", "reward_by_noise", "kalman_gain", "reward")
     ]
-    plot_logs([read_log(name, path) for name, path in logs.items()], out / "plots", panels=panels)
-    curves: dict[str, list[dict[int, dict[str, float]]]] = {}
-    for name, path in logs.items():  # names are <method>_seed<n>
-        curves.setdefault(name.rsplit("_seed", 1)[0], []).append(heldout_curves(path))
+    runs = [read_log(f"{method}_seed{seed}", path) for method, paths in logs.items() for seed, path in enumerate(paths)]
+    plot_logs(runs, out / "plots", panels=panels)
+    curves = {method: [heldout_curves(path) for path in paths] for method, paths in logs.items()}
     plot_seed_bands(
         curves,
         list(SPLITS),
@@ -344,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = warm_start(cache)
     data = write_data(cache, settings)
     accuracies: dict[str, list[dict[str, float]]] = {"base": [evaluate_model(base, settings)]}
-    logs: dict[str, Path] = {}
+    logs: dict[str, list[Path]] = {}
     check_out_folder(out, settings)
     for seed in range(settings.seeds):
         for method in methods:
@@ -359,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 actor = train(method, base, data, run_dir, seed, settings)
                 merge_fsdp_checkpoint(actor, merged)
             accuracies.setdefault(method, []).append(evaluate_model(merged, settings))
-            logs[f"{method}_seed{seed}"] = run_dir / "metrics.jsonl"
+            logs.setdefault(method, []).append(run_dir / "metrics.jsonl")
             print(f"[toy] {method}, seed {seed}: held-out accuracy {accuracies[method][-1]}", flush=True)
     write_results(out, accuracies, settings, logs)
     print((out / "results.md").read_text())
