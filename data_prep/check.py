@@ -12,12 +12,20 @@ included, as verl's loader counts it: images are not decoded, their tokens follo
 size, the row's max_pixels / min_pixels and the processor's own limits) and the rows over
 --max-prompt-length, which data.filter_overlong_prompts would drop. Exits with status 1 when any
 row fails.
+
+Duplicate rows (same prompt messages, same image bytes, or paths when images are stored as paths,
+and same ground truth) are reported as a warning naming each duplicate and the row it repeats;
+they do not fail the check, since each loads as verl expects and repeating an example can be
+deliberate (up-weighting), but training sees such an example more often than the others, and
+the converters never drop rows on their own. Remove them from the input if they are not wanted.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
 import re
 import sys
 from collections import Counter
@@ -105,6 +113,15 @@ class CheckReport:
     prompt_tokens: list[int] = field(default_factory=list)
     max_prompt_length: int | None = None
     overlong_rows: list[int] = field(default_factory=list)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)  # (row, first row with the same content)
+    # row digest -> first row with it; about 150 bytes per distinct row (150 MB for a million rows)
+    first_row_of: dict[bytes, int] = field(default_factory=dict, repr=False)
+
+    def note_duplicate(self, row: int, values: dict[str, Any]) -> None:
+        """Remember `row`'s content digest; record it when an earlier row had the same one."""
+        first = self.first_row_of.setdefault(row_digest(values), row)
+        if first != row:
+            self.duplicates.append((row, first))
 
     def error(self, row: int, kind: str, detail: str) -> None:
         self.error_counts[kind] += 1
@@ -139,6 +156,13 @@ class CheckReport:
                 f"  over max_prompt_length={self.max_prompt_length}: {len(self.overlong_rows)} row(s)"
                 + (f" (rows {shown}{more}); data.filter_overlong_prompts would drop them" if self.overlong_rows else "")
             )
+        if self.duplicates:
+            shown = ", ".join(f"row {row} repeats row {first}" for row, first in self.duplicates[:ERRORS_SHOWN])
+            more = " ..." if len(self.duplicates) > ERRORS_SHOWN else ""
+            lines.append(
+                f"  warning: {len(self.duplicates)} duplicate row(s) (same prompt, images and ground truth; training "
+                f"sees them more often): {shown}{more}; remove them from the input if that is not intended"
+            )
         if self.ok:
             lines.append("  OK: every row loads as verl's RLHFDataset expects")
         else:
@@ -154,6 +178,30 @@ def _counts(counter: Counter[Any]) -> str:
 def _distribution(values: Sequence[int]) -> str:
     low, p5, median, p95, high = np.percentile(values, [0, 5, 50, 95, 100])
     return f"min {low:.0f}, p5 {p5:.0f}, median {median:.0f}, p95 {p95:.0f}, max {high:.0f}"
+
+
+def _image_identity(entry: Any) -> bytes:
+    """An `images` entry's encoded bytes, or its path when the image is stored as a path."""
+    if not isinstance(entry, dict):
+        return b""
+    return entry.get("bytes") or str(entry.get("image") or entry.get("path")).encode()
+
+
+def row_digest(values: dict[str, Any]) -> bytes:
+    """SHA-256 of what makes a row the same training example: prompt, image bytes (or paths), ground truth.
+
+    Parts are length-prefixed and the image count is included, so different rows cannot give the same stream.
+    """
+    images = values.get("images") or []
+    ground_truth = (values.get("reward_model") or {}).get("ground_truth")
+    parts = [json.dumps(values.get("prompt"), sort_keys=True, default=str).encode(), str(len(images)).encode()]
+    parts += [_image_identity(entry) for entry in images]
+    parts.append(json.dumps(ground_truth, default=str).encode())
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.digest()
 
 
 def _open_image(entry: Any) -> tuple[Image.Image | None, str]:
@@ -222,7 +270,8 @@ def check_row(report: CheckReport, row: int, values: dict[str, Any], decode: boo
     sizes = [_check_image(report, row, position, entry, decode) for position, entry in enumerate(images)]
     if processor is not None and report.error_counts.total() == errors_before and placeholders == len(images):
         image_tokens = [
-            image_token_count(width, height, entry, processor) for (width, height), entry in zip(sizes, images, strict=True)
+            image_token_count(width, height, entry, processor)
+            for (width, height), entry in zip(sizes, images, strict=True)
         ]
         tokens = prompt_token_count(prompt, image_tokens, processor)
         report.prompt_tokens.append(tokens)
@@ -258,6 +307,7 @@ def check_parquet(
     for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(REQUIRED_COLUMNS)):
         for values in batch.to_pylist():
             check_row(report, report.rows, values, decode, processor)
+            report.note_duplicate(report.rows, values)
             report.rows += 1
     if report.rows == 0:
         report.error(-1, "empty_file", "the file has no rows")
@@ -301,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {path} does not exist", file=sys.stderr)
             status = 1
             continue
-        report = check_parquet(path, decode=not args.quick, processor=processor, max_prompt_length=args.max_prompt_length)
+        report = check_parquet(
+            path, decode=not args.quick, processor=processor, max_prompt_length=args.max_prompt_length
+        )
         print(report.format())
         status = status or int(not report.ok)
     return status

@@ -4,7 +4,8 @@
 
 --input is a `datasets.save_to_disk` folder or the dataset's parquet files (hub layout
 data/train-00000-of-00001.parquet, ...). Rows have `images` (list of {"bytes", "path"}),
-`problem` (with `<image>` placeholders) and `answer`. As in verl's
+`problem` (with `<image>` placeholders) and `answer`; an image entry without bytes names a file
+relative to --image-root (default: the --input folder), which it must lie inside. As in verl's
 examples/data_preprocess/geo3k.py, the train split becomes train.parquet and the test split
 the validation file; the prompt is the problem followed by the paper's CoT instruction
 (--no-cot leaves it out).
@@ -13,6 +14,7 @@ the validation file; the prompt is the problem followed by the paper's CoT instr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,8 +39,13 @@ ABILITY = "math"
 NO_SPLIT = "none"
 
 
-def _images(value: Any, field: str, row: int, source: str, problems: list[Problem]) -> tuple[ImageSource, ...]:
-    """HF image values: a list of {"bytes", "path"} dicts (or one dict); bytes win over path."""
+def _images(
+    value: Any, field: str, row: int, source: str, problems: list[Problem], image_root: Path
+) -> tuple[ImageSource, ...]:
+    """HF image values: a list of {"bytes", "path"} dicts (or one dict).
+
+    Bytes win over a path; a path is relative to `image_root`.
+    """
     if value is None:
         return ()
     entries = value if isinstance(value, list) else [value]
@@ -48,7 +55,7 @@ def _images(value: Any, field: str, row: int, source: str, problems: list[Proble
         if isinstance(entry, dict) and entry.get("bytes"):
             images.append(ImageSource(field=label, data=entry["bytes"], name=entry.get("path") or f"{source}/{row}"))
         elif isinstance(entry, dict) and entry.get("path"):
-            images.append(ImageSource(field=label, path=Path(entry["path"]), name=entry["path"]))
+            images.append(ImageSource(field=label, path=image_root / entry["path"], name=entry["path"]))
         else:
             problems.append(Problem(row, source, label, "missing_image", "image entry has neither bytes nor a path"))
     return tuple(images)
@@ -64,13 +71,19 @@ def _text(value: Any, field: str, row: int, source: str, problems: list[Problem]
 
 
 def table_records(
-    table: TableSplit, split: str | None, *, question_field: str, answer_field: str, image_field: str
+    table: TableSplit,
+    split: str | None,
+    *,
+    question_field: str,
+    answer_field: str,
+    image_field: str,
+    image_root: Path,
 ) -> Iterator[SourceRecord]:
     for row, values in enumerate(table.rows([question_field, answer_field, image_field])):
         problems: list[Problem] = []
         question = _text(values[question_field], question_field, row, table.name, problems)
         answer = _text(values[answer_field], answer_field, row, table.name, problems)
-        images = _images(values[image_field], image_field, row, table.name, problems)
+        images = _images(values[image_field], image_field, row, table.name, problems, image_root)
         yield SourceRecord(row, table.name, question, answer, images, split=split, problems=tuple(problems))
 
 
@@ -87,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--question-field", default="problem", help="default: problem")
     parser.add_argument("--answer-field", default="answer", help="default: answer")
     parser.add_argument("--image-field", default="images", help="default: images")
+    parser.add_argument(
+        "--image-root",
+        type=Path,
+        default=None,
+        help="folder that image entries without bytes name files in (default: the --input folder)",
+    )
     add_common_arguments(parser)
     return parser
 
@@ -102,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> ConversionSummary:
         raise DataPrepError(
             f"{args.input} has no split(s) {missing}; it has {sorted(splits)} (use --train-split / --val-split)"
         )
-    options = options_from_args(args)
+    image_root = args.image_root or (args.input if args.input.is_dir() else args.input.parent)
+    options = dataclasses.replace(options_from_args(args), image_root=image_root)
     if VAL in wanted and options.val_size:
         raise DataPrepError(f"--val-size needs --val-split {NO_SPLIT}: the {args.val_split!r} split is already used")
     fields = {"question_field": args.question_field, "answer_field": args.answer_field, "image_field": args.image_field}
@@ -110,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> ConversionSummary:
     def records() -> Iterator[SourceRecord]:
         for split, name in wanted.items():
             # Without a val split, leave `split` unset so that --val-size (if any) assigns it.
-            yield from table_records(splits[name], split if VAL in wanted else None, **fields)
+            yield from table_records(splits[name], split if VAL in wanted else None, **fields, image_root=image_root)
 
     template = RowTemplate(DATA_SOURCE, ABILITY, cot=not args.no_cot, **fields)
     return convert(

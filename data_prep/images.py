@@ -11,7 +11,10 @@ This module imports only PIL and numpy so worker processes start quickly.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,9 @@ PASSTHROUGH_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 _EXIF_ORIENTATION_TAG = 0x0112
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "La", "RGBa", "PA"})
+# Bytes; a larger image file is refused unread. A 1536^2 RGB PNG (the paper's pixel cap) is under
+# 10 MiB, and the cap keeps a worker's memory bounded whatever a path points at.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,16 @@ class ImageSettings:
 
     embed: put the image bytes in the parquet; else store a file path (`image_dir` receives
         the files that have no usable path of their own: in-memory inputs and normalised copies).
+    image_root: an absolute, resolved folder; image files must resolve (symlinks followed) inside it
+        unless `allow_outside_root`. None = not confined (only for callers that build paths themselves).
+    max_bytes: the largest image file read, in bytes.
     """
 
     embed: bool
     image_dir: Path | None = None
+    image_root: Path | None = None
+    allow_outside_root: bool = False
+    max_bytes: int = MAX_IMAGE_BYTES
 
 
 @dataclass(frozen=True)
@@ -127,18 +139,77 @@ def encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _read_source(source: ImageSource, row: int, record_source: str) -> bytes | Problem:
+class ImageRefused(Exception):
+    """An image file that is not read; `reason` is one of records.REASONS, `detail` names the file."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def confined_path(path: Path, root: Path | None, allow_outside_root: bool) -> Path:
+    """`path` resolved (symlinks followed), if it lies inside `root`; raises `ImageRefused` otherwise.
+
+    The one rule for image paths of every converter. Nothing is opened: resolving reads only
+    metadata (lstat, readlink, stat), so a path to a FIFO or a secret is refused unread.
+    """
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError) as error:  # RuntimeError: a symlink loop; ValueError: a NUL byte
+        raise ImageRefused("missing_image", f"cannot resolve {str(path)!r}: {error}") from error
+    if root is not None and not allow_outside_root and not resolved.is_relative_to(root):
+        raise ImageRefused("image_outside_root", f"{path} resolves to {resolved}, outside the image root {root}")
+    return resolved
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"))
+    kinds += ((stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def read_image_file(path: Path, resolved: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file `resolved` (`path` as the input wrote it, for messages).
+
+    Raises `ImageRefused` for a missing file, anything but a regular file (a FIFO would block,
+    /dev/zero never ends), or more than `max_bytes` bytes.
+    """
+    shown = str(path) if path == resolved else f"{path} (-> {resolved})"
+    try:
+        info = os.stat(resolved)
+    except FileNotFoundError as error:
+        raise ImageRefused("missing_image", f"no file at {shown}") from error
+    except OSError as error:  # ELOOP: a symlink loop, which resolve() passes on since Python 3.13
+        reason = "missing_image" if error.errno == errno.ELOOP else "undecodable_image"
+        raise ImageRefused(reason, f"cannot read {shown}: {error}") from error
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageRefused("not_a_file", f"{shown} is {_kind(info.st_mode)}")
+    if info.st_size > max_bytes:
+        raise ImageRefused("image_too_large", f"{shown} is {info.st_size} bytes, over the limit of {max_bytes}")
+    try:
+        # O_NONBLOCK: should the file be swapped for a FIFO after the stat, opening it does not hang.
+        with open(os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb", buffering=0) as file:
+            # One byte more than allowed: getting it means the file grew or reports a wrong size.
+            data = file.read(max_bytes + 1)
+    except OSError as error:
+        raise ImageRefused("undecodable_image", f"cannot read {shown}: {error}") from error
+    if len(data) > max_bytes:
+        raise ImageRefused(
+            "image_too_large", f"{shown} holds more than {max_bytes} bytes (its size said {info.st_size})"
+        )
+    return data
+
+
+def _read_source(source: ImageSource, settings: ImageSettings, row: int, record_source: str) -> bytes | Problem:
     if source.data is not None:
         return source.data
     assert source.path is not None
     try:
-        return source.path.read_bytes()
-    except FileNotFoundError:
-        return Problem(row, record_source, source.field, "missing_image", f"no file at {source.path}")
-    except IsADirectoryError:
-        return Problem(row, record_source, source.field, "missing_image", f"{source.path} is a folder, not a file")
-    except OSError as error:
-        return Problem(row, record_source, source.field, "undecodable_image", f"cannot read {source.path}: {error}")
+        resolved = confined_path(source.path, settings.image_root, settings.allow_outside_root)
+        return read_image_file(source.path, resolved, settings.max_bytes)
+    except ImageRefused as refused:
+        return Problem(row, record_source, source.field, refused.reason, refused.detail)
 
 
 def prepare_image(
@@ -148,7 +219,7 @@ def prepare_image(
 
     `position` (the image's index in its row) only names the file written in path mode.
     """
-    encoded = _read_source(source, row, record_source)
+    encoded = _read_source(source, settings, row, record_source)
     if isinstance(encoded, Problem):
         return encoded
     try:

@@ -4,13 +4,15 @@
         --question-field question --answer-field answer --image-field image --val-size 0.05
 
 Each row holds a question, an answer and one image path or a list of paths (relative to
---image-root). A question without `<image>` gets one placeholder per image in front; a
+--image-root; a path that leads outside it, symlinks followed, is refused unless
+--allow-images-outside-root). A question without `<image>` gets one placeholder per image in front; a
 question with placeholders must have exactly one per image.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -51,7 +53,10 @@ def convert_json_file(
     name: str,
     val_values: Sequence[str] = DEFAULT_VAL_VALUES,
 ) -> ConversionSummary:
-    """Convert one .json/.jsonl file; `val_values` are the split-field values meaning validation."""
+    """Convert one .json/.jsonl file; `val_values` are the split-field values meaning validation.
+
+    Image paths are relative to `image_root` and must lie inside it (see `options.allow_images_outside_root`).
+    """
     if not path.is_file():
         raise DataPrepError(f"input file {path} does not exist")
     if not image_root.is_dir():
@@ -61,7 +66,7 @@ def convert_json_file(
         json_records(path, names, image_root, split_values),
         num_rows=count_json_rows(path),
         template=template,
-        options=options,
+        options=dataclasses.replace(options, image_root=image_root),
         input_has_splits=names.split is not None,
         name=name,
     )

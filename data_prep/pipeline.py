@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from data_prep.images import ImageJob, ImageSettings, PreparedImage, prepare_row_images
+from data_prep.images import MAX_IMAGE_BYTES, ImageJob, ImageSettings, PreparedImage, prepare_row_images
 from data_prep.records import REASONS, Problem, RowTemplate, SourceRecord
 from data_prep.rows import build_row, text_problems
 
@@ -279,6 +279,7 @@ class AtomicJsonlWriter:
 # docs/algorithm.md §5: the paper's scripts cap images at 1536^2 pixels.
 PAPER_MAX_PIXELS = 2359296
 SKIPPED_REPORT = "skipped.jsonl"
+IMAGE_DIR = "images"  # under OUTPUT_DIR, with --image-paths
 INVALID_REPORT = "invalid_rows.jsonl"
 ERRORS_SHOWN = 10
 
@@ -317,6 +318,9 @@ class ConversionOptions:
     max_pixels / min_pixels: recorded in each image entry for qwen_vl_utils' resize; None = not recorded.
     limit: convert only the first `limit` input rows.
     workers: image-decoding processes; 0 = decode in this process.
+    image_root: the folder image files must lie in (symlinks followed; set by the converters that read
+        image paths); None = not confined. allow_images_outside_root lifts that rule.
+    max_image_bytes: image files larger than this many bytes are refused unread.
     """
 
     output_dir: Path
@@ -330,6 +334,9 @@ class ConversionOptions:
     skip_invalid: bool = False
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
     progress: bool = True
+    image_root: Path | None = None
+    allow_images_outside_root: bool = False
+    max_image_bytes: int = MAX_IMAGE_BYTES
 
 
 @dataclass
@@ -407,11 +414,30 @@ class _Outputs:
 
 
 def _image_settings(options: ConversionOptions) -> ImageSettings:
-    if options.embed_images:
-        return ImageSettings(embed=True)
-    image_dir = options.output_dir / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    return ImageSettings(embed=False, image_dir=image_dir)
+    """What the workers need; in path mode `convert` has created OUTPUT_DIR/images."""
+    return ImageSettings(
+        embed=options.embed_images,
+        image_dir=None if options.embed_images else options.output_dir / IMAGE_DIR,
+        image_root=options.image_root.resolve() if options.image_root is not None else None,
+        allow_outside_root=options.allow_images_outside_root,
+        max_bytes=options.max_image_bytes,
+    )
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return the ones created, deepest first."""
+    created = [path for path in (folder, *folder.parents) if not path.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_empty(folders: Iterable[Path]) -> None:
+    """Remove the given folders (deepest first) while they are empty; a folder holding anything stays."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # fails on a folder that is not empty: nothing else is ever removed
+        except OSError:
+            return
 
 
 def _prepared(
@@ -444,8 +470,36 @@ def convert(
     Writes `train.parquet` and, when `options.val_size` > 0 or the input carries its own
     splits (`input_has_splits`, records with `split` set), `val.parquet` under
     `options.output_dir`. Returns the summary; raises `InvalidRowsError` on invalid rows
-    unless `options.skip_invalid`, and `DataPrepError` for unusable options.
+    unless `options.skip_invalid`, and `DataPrepError` for unusable options. A failed run
+    removes the folders it created that are left empty (never one that existed before).
     """
+    created = _make_folders(options.output_dir)
+    if not options.embed_images:
+        created = _make_folders(options.output_dir / IMAGE_DIR) + created
+    try:
+        return _convert(
+            records,
+            num_rows=num_rows,
+            template=template,
+            options=options,
+            input_has_splits=input_has_splits,
+            name=name,
+        )
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _convert(
+    records: Iterable[SourceRecord],
+    *,
+    num_rows: int,
+    template: RowTemplate,
+    options: ConversionOptions,
+    input_has_splits: bool,
+    name: str,
+) -> ConversionSummary:
+    """`convert` inside existing output folders."""
     started = time.perf_counter()
     if options.limit is not None:
         if options.limit < 1:
@@ -458,7 +512,6 @@ def convert(
         assigner = SplitAssigner(num_rows, options.val_size, options.seed) if options.val_size else None
     except ValueError as error:
         raise DataPrepError(str(error)) from error
-    options.output_dir.mkdir(parents=True, exist_ok=True)
     settings = _image_settings(options)
     summary = ConversionSummary(name=name)
     first_problems: list[Problem] = []
@@ -500,13 +553,16 @@ def convert(
     if failed or outputs.writer(TRAIN).row_count == 0:
         for writer in outputs.parquet.values():
             writer.abort()
+        if not summary.rows_skipped:  # nothing to report: leave no empty report behind
+            outputs.report.abort()
+            raise DataPrepError(f"no rows to write: the input holds {summary.rows_read} row(s); nothing written")
         report = outputs.report.commit()
         if failed:
             valid = summary.rows_read - summary.rows_skipped
             raise InvalidRowsError(summary.problems_by_reason, first_problems, summary.rows_skipped, valid, report)
         raise DataPrepError(
-            f"no valid training rows out of {summary.rows_read} read; nothing written"
-            + (f" (skipped rows are listed in {report})" if summary.rows_skipped else "")
+            f"no valid training rows out of {summary.rows_read} read; nothing written "
+            f"(skipped rows are listed in {report})"
         )
     # Commit validation before train: a crash in between leaves no new train.parquet.
     for split in sorted(outputs.parquet, key=lambda s: s == TRAIN):
@@ -556,9 +612,18 @@ def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def add_common_arguments(
-    parser: argparse.ArgumentParser, *, val_size: bool = True, cot: bool = True, default_workers: int | None = None
+    parser: argparse.ArgumentParser,
+    *,
+    val_size: bool = True,
+    cot: bool = True,
+    default_workers: int | None = None,
+    image_files: bool = True,
 ) -> None:
-    """The options every converter shares: output, split, image storage, validation policy."""
+    """The options every converter shares: output, split, image storage, validation policy.
+
+    image_files: the converter reads image files named by its input, so add the options that
+    confine and bound them (--allow-images-outside-root, --max-image-bytes).
+    """
     workers = default_worker_count() if default_workers is None else default_workers
     group = parser.add_argument_group("common options")
     group.add_argument("--output-dir", type=Path, required=True, help="folder for train.parquet / val.parquet")
@@ -608,6 +673,20 @@ def add_common_arguments(
         help="write the valid rows and list invalid ones in skipped.jsonl (default: stop with an error)",
     )
     group.add_argument("--row-group-size", type=int, default=DEFAULT_ROW_GROUP_ROWS, help="rows per parquet row group")
+    if image_files:
+        group.add_argument(
+            "--allow-images-outside-root",
+            action="store_true",
+            help="read image paths that lead outside --image-root (absolute paths, '..', symlinks out); "
+            "default: refuse them unopened, since a path in the input could name any file on this machine",
+        )
+        group.add_argument(
+            "--max-image-bytes",
+            type=int,
+            default=MAX_IMAGE_BYTES,
+            help=f"refuse image files larger than this many bytes, unread (default {MAX_IMAGE_BYTES} = "
+            f"{MAX_IMAGE_BYTES // 2**20} MiB)",
+        )
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     if cot:
         group.add_argument(
@@ -622,6 +701,9 @@ def options_from_args(args: argparse.Namespace) -> ConversionOptions:
         raise DataPrepError(f"need --max-pixels >= 0 and --min-pixels >= 1, got {args.max_pixels}, {args.min_pixels}")
     if args.max_pixels and args.min_pixels and args.min_pixels > args.max_pixels:
         raise DataPrepError(f"--min-pixels {args.min_pixels} exceeds --max-pixels {args.max_pixels}")
+    max_image_bytes = getattr(args, "max_image_bytes", MAX_IMAGE_BYTES)
+    if max_image_bytes < 1:
+        raise DataPrepError(f"need --max-image-bytes >= 1, got {max_image_bytes}")
     return ConversionOptions(
         output_dir=args.output_dir,
         seed=args.seed,
@@ -634,6 +716,8 @@ def options_from_args(args: argparse.Namespace) -> ConversionOptions:
         skip_invalid=args.skip_invalid,
         row_group_rows=args.row_group_size,
         progress=not args.no_progress,
+        allow_images_outside_root=getattr(args, "allow_images_outside_root", False),
+        max_image_bytes=max_image_bytes,
     )
 
 

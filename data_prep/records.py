@@ -14,10 +14,18 @@ from pathlib import Path
 # reason -> what to do about it; the keys are the stable names used in skipped.jsonl and summaries.
 REASONS: dict[str, str] = {
     "bad_json": "the line is not valid JSON",
+    "not_utf8": "the text is not valid UTF-8; re-encode the file as UTF-8 (for a Latin-1 file: "
+    "iconv -f latin1 -t utf-8 IN > OUT) or fix the escaped lone surrogate, then rerun",
     "missing_field": "the row lacks a required key or its value has the wrong type; check the field-name options",
     "no_image": "the row has no image; this recipe trains on image-question pairs",
     "missing_image": "the image file does not exist; check --image-root",
     "undecodable_image": "the image file is not a readable image (truncated, corrupt or unsupported format)",
+    "not_a_file": "the image path leads to a folder, FIFO, device or socket, not a regular file; "
+    "point it at an image file",
+    "image_too_large": "the image file is larger than --max-image-bytes; shrink it, or raise --max-image-bytes "
+    "if it is a genuine image",
+    "image_outside_root": "the image path (symlinks followed) leads outside --image-root; fix the path, move the image "
+    "under the root, or pass --allow-images-outside-root if you trust every path in the input",
     "bad_aspect_ratio": "the image is more than 200 times longer than wide (or vice versa); Qwen2.5-VL rejects it",
     "empty_question": "the question is empty or only whitespace",
     "empty_answer": "the answer/solution is empty or only whitespace",

@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_IMAGE_SIZE,
         help=f"largest image side in pixels; sides vary from half of it up (default {DEFAULT_IMAGE_SIZE})",
     )
-    add_common_arguments(parser, val_size=False, default_workers=0)
+    add_common_arguments(parser, val_size=False, default_workers=0, image_files=False)
     return parser
 
 

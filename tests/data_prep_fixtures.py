@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,10 +163,48 @@ def build_geo3k_copy(root: Path, *, layout: str, sizes: dict[str, int] | None = 
     return target
 
 
-def write_jsonl(path: Path, rows: list[object], *, raw_lines: dict[int, str] | None = None) -> Path:
-    """Write `rows` as JSONL; `raw_lines` replaces line i with a literal string (e.g. broken JSON)."""
-    lines = [json.dumps(row) for row in rows]
+def write_jsonl(path: Path, rows: list[object], *, raw_lines: dict[int, str | bytes] | None = None) -> Path:
+    """Write `rows` as JSONL; `raw_lines` replaces line i with a literal string (e.g. broken JSON)
+    or literal bytes (e.g. bytes that are not UTF-8)."""
+    lines = [json.dumps(row).encode() for row in rows]
     for index, text in (raw_lines or {}).items():
-        lines[index] = text
-    path.write_text("\n".join(lines) + "\n")
+        lines[index] = text if isinstance(text, bytes) else text.encode()
+    path.write_bytes(b"\n".join(lines) + b"\n")
     return path
+
+
+@dataclass
+class HostileTree:
+    """Files a hostile or careless input can name: `root` is the image root, `outside` a folder next to it.
+
+    Under `root`: good.png and other.png (images), folder.png (a folder), zero.png (a symlink to
+    /dev/zero), pipe.png (a FIFO: opening it for reading blocks), loop.png (a symlink to itself),
+    big.png (a real PNG of `big_bytes` bytes or more). Under `outside`: x.png (an image) and
+    pipe.png (a FIFO).
+    """
+
+    root: Path
+    outside: Path
+
+
+def build_hostile_tree(base: Path, *, big_bytes: int = 8192) -> HostileTree:
+    root, outside = base / "images", base / "outside"
+    root.mkdir(parents=True)
+    outside.mkdir()
+    (root / "good.png").write_bytes(image_bytes(gradient_rgb(30, 20, seed=1)))
+    (root / "other.png").write_bytes(image_bytes(gradient_rgb(30, 20, seed=2)))
+    (outside / "x.png").write_bytes(image_bytes(gradient_rgb(30, 20, seed=3)))
+    (root / "folder.png").mkdir()
+    (root / "zero.png").symlink_to("/dev/zero")
+    (root / "loop.png").symlink_to("loop.png")
+    os.mkfifo(root / "pipe.png")
+    os.mkfifo(outside / "pipe.png")
+    side = 16
+    while True:  # random pixels do not compress: grow the image until its PNG passes big_bytes
+        noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+        data = image_bytes(Image.fromarray(noise))
+        if len(data) >= big_bytes:
+            break
+        side *= 2
+    (root / "big.png").write_bytes(data)
+    return HostileTree(root, outside)

@@ -224,7 +224,7 @@ def test_interrupted_run_leaves_no_train_parquet(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         convert(interrupted(20), num_rows=20, template=RowTemplate("t", "a"), options=options)
     assert seen_partial and seen_partial[0] > 0
-    assert list(out.iterdir()) == []  # neither train.parquet nor a leftover partial file
+    assert not out.exists()  # neither train.parquet nor a leftover partial file, nor the folder the run made
 
 
 def test_interrupted_rerun_keeps_the_previous_complete_file(tmp_path):
