@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, read_step_metrics
 from recipe.noisygrpo.eval.evaluate_checkpoint import merge_fsdp_checkpoint
+from recipe.noisygrpo.metrics_log import read_advantage_rows
 from verl_cpu.launch import run_on_cpu
 from verl_cpu.overrides import cpu_overrides
 from verl_ext.advantage import bayesian_advantage
@@ -40,7 +41,7 @@ def train(workdir: Path, model_dir: Path, data_files: dict, settings: DemoSettin
     log = result.log_path.read_text(errors="replace")
     assert result.returncode == 0, log[-8000:]
     assert result.leftovers == [], f"Ray processes outlived the run: {result.leftovers}"
-    return read_step_metrics(workdir / "metrics.jsonl"), workdir / "advantages" / "advantages.jsonl"
+    return read_step_metrics(workdir / "metrics.jsonl"), workdir / "advantages"
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +61,10 @@ FIDELITY_OVERRIDES = (
 @pytest.fixture(scope="module")
 def noisygrpo_run(tmp_path_factory, tiny_qwen25vl_dir, data_files):
     workdir = tmp_path_factory.mktemp("noisygrpo")
-    steps, advantage_log = train(
+    steps, advantage_dir = train(
         workdir, tiny_qwen25vl_dir, data_files, DemoSettings(steps=2), "trainer.save_freq=2", *FIDELITY_OVERRIDES
     )
-    return workdir, steps, advantage_log
+    return workdir, steps, advantage_dir
 
 
 def _canonical(name: str) -> str:
@@ -116,8 +117,8 @@ def test_noisygrpo_steps_log_our_metrics_and_finite_losses(noisygrpo_run):
 
 
 def test_logged_advantages_are_the_bayesian_estimate_of_the_logged_rewards(noisygrpo_run):
-    _, steps, advantage_log = noisygrpo_run
-    records = [json.loads(line) for line in advantage_log.read_text().splitlines()]
+    _, steps, advantage_dir = noisygrpo_run
+    records = read_advantage_rows(advantage_dir)
     by_step = defaultdict(list)
     for record in records:
         by_step[record["step"]].append(record)
@@ -163,7 +164,7 @@ def test_linear_schedule_decays_the_logged_learning_rate_to_zero(noisygrpo_run):
 
 
 def test_vanilla_grpo_runs_through_the_same_path_and_resumes_keeping_every_log(tmp_path, tiny_qwen25vl_dir, data_files):
-    steps, advantage_log = train(
+    steps, advantage_dir = train(
         tmp_path / "grpo",
         tiny_qwen25vl_dir,
         data_files,
@@ -188,7 +189,7 @@ def test_vanilla_grpo_runs_through_the_same_path_and_resumes_keeping_every_log(t
     assert not any(key.startswith("noisygrpo/kalman") for key in step)
     # Clean images for rollout and actor: the HF rollout's log-probs match the FSDP actor's.
     assert step["training/rollout_probs_diff_max"] < 1e-3
-    records = [json.loads(line) for line in advantage_log.read_text().splitlines()]
+    records = read_advantage_rows(advantage_dir)
     assert records and all(r["noise_extent"] == 0.0 for r in records)
     # verl's GRPO advantage: (score - group mean) / (unbiased group std + 1e-6)
     groups = defaultdict(list)
@@ -221,5 +222,8 @@ def test_vanilla_grpo_runs_through_the_same_path_and_resumes_keeping_every_log(t
     train_log = (tmp_path / "grpo" / "train.log").read_text(errors="replace")
     assert train_log.count("[run_on_cpu] launch at ") == 2
     assert "holds an earlier launch's metrics" in train_log
-    steps_logged = [json.loads(line)["step"] for line in advantage_log.read_text().splitlines()]
-    assert sorted(set(steps_logged)) == [1, 2]
+    # The advantage log too: one file per launch, read back as one log with each step once.
+    steps_logged = [row["step"] for row in read_advantage_rows(advantage_dir)]
+    assert sorted(set(steps_logged)) == [1, 2] and steps_logged.count(1) == steps_logged.count(2)
+    second_launch_rows = (advantage_dir / "advantages.launch2.jsonl").read_text().splitlines()
+    assert {json.loads(line)["step"] for line in second_launch_rows} == {2}

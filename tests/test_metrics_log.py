@@ -78,3 +78,35 @@ def test_entry_point_points_verls_file_logger_at_a_new_file_when_the_log_exists(
         OmegaConf.create({"trainer": {"logger": "console", "project_name": "p", "experiment_name": "e"}})
     )
     assert metrics_log.file_logger_path("p", "e") == first  # no file logger: nothing to do
+
+
+def advantage_rows(path: Path, steps: range, tag: float, rows_per_step: int = 4, cut_after: int | None = None) -> Path:
+    """The trainer's advantage log for ``steps``; ``cut_after`` rows of the last step, then a half-written line."""
+    lines = [
+        json.dumps({"step": step, "uid": f"u{step}", "score": tag + row, "advantage": 0.0})
+        for step in steps
+        for row in range(rows_per_step)
+    ]
+    if cut_after is not None:
+        lines = lines[: len(lines) - rows_per_step + cut_after] + ['{"step": 9, "uid": "u9", "sco']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_advantage_rows_of_a_step_rerun_after_kill_9_appear_once_from_the_later_launch(tmp_path):
+    # Launch 1 logged steps 1-3 and was killed while writing step 3's rows (checkpoint at step 2).
+    first = metrics_log.advantage_log_path(tmp_path)
+    assert first == tmp_path / "advantages.jsonl"
+    advantage_rows(first, range(1, 4), tag=0.0, cut_after=2)
+    second = metrics_log.advantage_log_path(tmp_path)
+    assert second == tmp_path / "advantages.launch2.jsonl"
+    advantage_rows(second, range(3, 5), tag=100.0)
+    with pytest.warns(UserWarning, match="advantages.jsonl:11: unreadable last line"):
+        rows = metrics_log.read_advantage_rows(tmp_path)
+    assert [row["step"] for row in rows] == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
+    assert [row["score"] for row in rows if row["step"] == 3] == [100.0, 101.0, 102.0, 103.0]
+    with pytest.raises(FileNotFoundError, match="no such advantage log"):
+        metrics_log.read_advantage_rows(tmp_path / "elsewhere")
+    second.write_text('{"uid": "no step"}\n')
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"advantages.launch2.jsonl:1: expected \{\"step\""):
+        metrics_log.read_advantage_rows(tmp_path)

@@ -1,4 +1,5 @@
-"""Pre-flight: missing model, data or columns, and unwritable outputs refused in seconds, before Ray."""
+"""Pre-flight: missing model, data or columns, and unwritable outputs refused in seconds, before Ray,
+in one report with the settings' problems, each problem once."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from omegaconf import OmegaConf
 
-from recipe.noisygrpo.preflight import PreflightError, check_preflight, preflight_problems
+from recipe.noisygrpo.preflight import preflight_problems
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = {
@@ -49,7 +49,6 @@ def config(model, train, val, out):
 def test_a_complete_setup_has_no_problem(tmp_path):
     good = config(model_folder(tmp_path), parquet(tmp_path / "t.parquet"), None, tmp_path / "new" / "ckpt")
     assert preflight_problems(good) == []
-    check_preflight(good)
     hub_id = config("Qwen/Qwen2.5-VL-3B-Instruct", parquet(tmp_path / "t.parquet"), None, tmp_path)
     assert preflight_problems(hub_id) == []  # verl resolves hub ids; nothing to check locally
 
@@ -69,11 +68,18 @@ def test_every_problem_is_named_once_with_its_key_and_file(tmp_path):
     assert "val.parquet is not a readable parquet file" in problems[3]
     assert problems[4].startswith("data.val_files: ") and "gone.parquet does not exist" in problems[4]
     assert problems[5].startswith(f"trainer.default_local_dir={out}: cannot write there")
-    with pytest.raises(PreflightError, match="6 problem"):
-        check_preflight(config(model, no_reward, val, out))
 
 
-def test_the_entry_point_refuses_a_missing_model_in_seconds_without_starting_ray(tmp_path):
+def test_a_file_listed_for_training_and_validation_is_reported_once_naming_both_keys(tmp_path):
+    missing = str(tmp_path / "missing.parquet")
+    problems = preflight_problems(config(model_folder(tmp_path), missing, [missing, missing], tmp_path / "ckpt"))
+    assert problems == [
+        f"data.train_files, data.val_files: {missing} does not exist; prepare it with python -m data_prep.<source> "
+        "or fix the path."
+    ]
+
+
+def test_the_entry_point_reports_settings_and_files_together_in_seconds_without_starting_ray(tmp_path):
     started = time.monotonic()
     result = subprocess.run(
         [
@@ -86,6 +92,7 @@ def test_the_entry_point_refuses_a_missing_model_in_seconds_without_starting_ray
             "trainer.val_before_train=false",
             "trainer.test_freq=-1",
             "noisygrpo.reward.correctness=exact",
+            "actor_rollout_ref.rollout.n=3",  # a settings problem: 4 noise levels
             f"trainer.default_local_dir={tmp_path / 'ckpt'}",
         ],
         cwd=REPO,
@@ -95,9 +102,14 @@ def test_the_entry_point_refuses_a_missing_model_in_seconds_without_starting_ray
     )
     elapsed = time.monotonic() - started
     output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "actor_rollout_ref.model.path=/nonexistent: no such folder" in output
-    assert "missing.parquet does not exist" in output
-    assert "NoisyGRPO pre-flight found 2 problem(s), nothing started" in output
+    assert result.returncode == 2, output[-3000:]
+    assert "NoisyGRPO found 3 problem(s); nothing was started" in output
+    for problem in (
+        "rollout.n=3 but noisygrpo.noise.levels has 4 levels",
+        "/nonexistent: no such folder",
+        "missing.parquet does not exist",
+    ):
+        assert output.count(problem) == 1, (problem, output[-3000:])
+    assert "Traceback" not in output  # a report, not a crash
     assert "Started a local Ray instance" not in output and "Ray runtime started" not in output
     assert elapsed < 60, elapsed  # generous for a loaded CI machine; about 10 s here

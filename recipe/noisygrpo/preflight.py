@@ -16,10 +16,6 @@ from omegaconf import DictConfig, ListConfig
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer_config.json")
 
 
-class PreflightError(RuntimeError):
-    """Files a run needs are missing or unusable."""
-
-
 def _is_local(path: str) -> bool:
     # Hub ids ("Qwen/Qwen2.5-VL-3B-Instruct") and remote URLs are verl's to resolve.
     return path.startswith(("/", ".", "~")) or Path(path).exists()
@@ -49,11 +45,19 @@ def _files(value) -> list[str]:
     return [str(item) for item in value] if isinstance(value, (list, tuple, ListConfig)) else [str(value)]
 
 
-def data_problems(key: str, files, required_columns: list[str]) -> list[str]:
+def data_problems(files_by_key: dict[str, object], required_columns: list[str]) -> list[str]:
+    """One message per unusable data file, naming every key that lists it (train and val may share one)."""
     import pyarrow.parquet as pq
 
+    keys_by_file: dict[str, list[str]] = {}
+    for key, files in files_by_key.items():
+        for file in _files(files):
+            keys_by_file.setdefault(file, [])
+            if key not in keys_by_file[file]:
+                keys_by_file[file].append(key)
     problems = []
-    for file in _files(files):
+    for file, keys in keys_by_file.items():
+        key = ", ".join(keys)
         path = Path(file).expanduser()
         if not path.is_file():
             problems.append(
@@ -87,15 +91,6 @@ def preflight_problems(config: DictConfig) -> list[str]:
     data = config.data
     required = [data.get("prompt_key", "prompt"), data.get("image_key", "images"), "reward_model", "data_source"]
     problems = model_problems(str(config.actor_rollout_ref.model.path))
-    problems += data_problems("data.train_files", data.train_files, required)
-    problems += data_problems("data.val_files", data.get("val_files"), required)
+    problems += data_problems({"data.train_files": data.train_files, "data.val_files": data.get("val_files")}, required)
     problems += output_problems("trainer.default_local_dir", str(config.trainer.default_local_dir))
     return problems
-
-
-def check_preflight(config: DictConfig) -> None:
-    """Raises :class:`PreflightError` listing every problem of :func:`preflight_problems`."""
-    problems = preflight_problems(config)
-    if problems:
-        lines = "\n".join(f"  - {problem}" for problem in problems)
-        raise PreflightError(f"NoisyGRPO pre-flight found {len(problems)} problem(s), nothing started:\n{lines}")

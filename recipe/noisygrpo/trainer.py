@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from verl.trainer.main_ppo import TaskRunnerV1
 from verl.trainer.ppo.v1 import PPOTrainerSync
 
+from recipe.noisygrpo.metrics_log import advantage_log_path
 from verl_ext.advantage import noisygrpo_inputs
 from verl_ext.config import NoisyGRPOConfig
 
@@ -72,14 +73,19 @@ class NoisyGRPOTrainer(PPOTrainerSync):
             with noisygrpo_inputs(noise_extents, self.noisygrpo_config.estimator) as inputs:
                 batch = super()._compute_advantage(batch, metrics)
             metrics.update(inputs.metrics)
-        log_dir = self.noisygrpo_config.advantage_log_dir
-        if log_dir:
-            self._log_advantages(batch, log_dir)
+        if self.noisygrpo_config.advantage_log_dir:
+            self._log_advantages(batch)
         return batch
 
-    def _log_advantages(self, batch, log_dir: str) -> None:
+    @functools.cached_property
+    def advantage_log(self) -> Path:
+        """This launch's advantage log: ``<advantage_log_dir>/advantages.jsonl``, or ``advantages.launchN.jsonl``
+        when an earlier launch wrote that one (a resumed run re-trains the steps after its checkpoint)."""
+        return advantage_log_path(self.noisygrpo_config.advantage_log_dir)
+
+    def _log_advantages(self, batch) -> None:
         """Appends one JSON line per row (step, key, uid, score, noise_extent, advantage) to
-        ``<log_dir>/advantages.jsonl``, read back from the store after verl wrote the advantages."""
+        :attr:`advantage_log`, read back from the store after verl wrote the advantages."""
         data = tq.kv_batch_get(
             keys=batch.keys,
             partition_id=batch.partition_id,
@@ -94,8 +100,8 @@ class NoisyGRPOTrainer(PPOTrainerSync):
             else [{}] * len(batch.keys)
         )
         uids = _as_list(data["uid"])
-        os.makedirs(log_dir, exist_ok=True)
-        with open(os.path.join(log_dir, "advantages.jsonl"), "a", encoding="utf-8") as log_file:
+        self.advantage_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.advantage_log, "a", encoding="utf-8") as log_file:
             for row, key in enumerate(batch.keys):
                 fields = extra_fields[row] if isinstance(extra_fields[row], dict) else {}
                 record = {

@@ -7,7 +7,8 @@ Builds (once) a tiny random-weight Qwen2.5-VL and the synthetic shapes task, the
 cpu platform, HF-generate rollout) — the same trainer, agent loop, reward loop and estimator as
 a GPU run — and prints a per-step summary from verl's ``file`` log: reward by noise level,
 Kalman gain, sigma_s, advantage statistics and timings. With a GPU present it points to the
-real run scripts instead (``--force-cpu`` runs the demo anyway).
+real run scripts instead (``--force-cpu`` runs the demo anyway). Ctrl-C stops the whole run (every
+process it started), says which checkpoint the next launch resumes from, and exits with 130.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from recipe.noisygrpo.checkpoints import resume_hint
 from recipe.noisygrpo.demo.tiny_model import build_tiny_qwen25vl
 
 DEFAULT_WORKDIR = Path("demo_runs/latest")
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,14 @@ def _cell(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except KeyboardInterrupt:  # before training started (model or data being built)
+        print("\n[demo] interrupted before training started.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="model, data, logs (default %(default)s)")
     parser.add_argument("--steps", type=int, default=DemoSettings.steps, help="training steps (default %(default)s)")
@@ -173,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=args.timeout,
         echo=True,
     )
+    if result.interrupted_by is not None:
+        print(
+            f"\n[demo] interrupted: the run and every process it started are stopped; "
+            f"{resume_hint(workdir / 'checkpoints')}\nLog: {result.log_path}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     if result.returncode != 0:
         print(f"[demo] training failed (exit {result.returncode}); see {result.log_path}", file=sys.stderr)
         return result.returncode
