@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from recipe.noisygrpo.main_noisygrpo import validate
 from recipe.noisygrpo.validation import CONFIG_CHECKS, NoisyGRPOConfigError, config_problems
+from verl_ext.config import NoisyGRPOConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_SCRIPTS = ["run_qwen25vl_3b.sh", "run_qwen25vl_7b.sh", "run_grpo_baseline_3b.sh"]
@@ -191,6 +192,11 @@ MISCONFIGURATIONS = {
         "actor_rollout_ref.rollout.n=4",
     ),
     "first_level_not_clean": (["noisygrpo.noise.levels=[0.3,0.3,0.6,0.9]"], "noisygrpo_section", "must be 0.0"),
+    "dapo_group_filter": (
+        ["algorithm.filter_groups.enable=true"],
+        "no_group_filtering",
+        "noisygrpo.allow_filter_groups=true",
+    ),
     "legacy_trainer": (["trainer.use_v1=false"], "v1_sync_trainer", "trainer.use_v1"),
     "async_trainer": (["trainer.v1.trainer_mode=colocate_async"], "v1_sync_trainer", "sync"),
     "rollout_correction_bypass": (
@@ -287,3 +293,14 @@ def test_a_reward_model_other_than_mpnet_is_warned_about(tmp_path):
     (warning,) = config_warnings(bundled)
     assert "'bert'" in warning and "all-mpnet-base-v2" in warning
     assert config_warnings(compose_config(base + ["noisygrpo.reward.correctness=exact"])) == []
+
+
+def test_dapo_group_filter_runs_only_with_the_explicit_override_or_another_estimator(tmp_path):
+    base = script_overrides("run_qwen25vl_3b.sh", tmp_path=tmp_path) + ["algorithm.filter_groups.enable=true"]
+    assert "no_group_filtering" in config_problems(compose_config(base))
+    assert "no_group_filtering" not in config_problems(compose_config(base + ["noisygrpo.allow_filter_groups=true"]))
+    baseline = script_overrides("run_grpo_baseline_3b.sh", "algorithm.filter_groups.enable=true", tmp_path=tmp_path)
+    assert "no_group_filtering" not in config_problems(compose_config(baseline))  # GRPO has no prior to lose
+    with pytest.raises(ValueError, match="allow_filter_groups must be true or false"):
+        compose_and_parse = compose_config(base + ["noisygrpo.allow_filter_groups=maybe"])
+        NoisyGRPOConfig.from_config(compose_and_parse.noisygrpo)

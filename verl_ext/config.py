@@ -57,7 +57,9 @@ class NoiseConfig:
     def __post_init__(self) -> None:
         key = f"{SECTION}.noise"
         if self.kind not in NOISE_KINDS:
-            raise ValueError(f"{key}.kind={self.kind!r} is not a noise type; choose one of {', '.join(sorted(NOISE_KINDS))}")
+            raise ValueError(
+                f"{key}.kind={self.kind!r} is not a noise type; choose one of {', '.join(sorted(NOISE_KINDS))}"
+            )
         if self.sampling not in SAMPLING_MODES:
             raise ValueError(f"{key}.sampling={self.sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
         if self.conversion not in CONVERSIONS:
@@ -171,10 +173,13 @@ class NoisyGRPOConfig:
     Attributes:
         noise, estimator, reward: the three subsections.
         advantage_log_dir: when set, each step appends one JSON line per rollout to
-            ``<dir>/advantages.jsonl``.
+            ``<dir>/advantages.jsonl`` (a resumed launch to ``advantages.launchN.jsonl``; read them
+            together with ``recipe.noisygrpo.metrics_log.read_advantage_rows``).
         seeded_sampling: give every rollout a sampling seed, a function of (row seed, rollout
             index, step) like its noise, so a run (and a resumed one) reproduces its responses
             (vLLM and the CPU backend's rollout honour ``sampling_params["seed"]``).
+        allow_filter_groups: run with verl's DAPO group filter (``algorithm.filter_groups``) although
+            it drops the equal-reward groups in which the noise prior acts (an ablation); refused otherwise.
     """
 
     noise: NoiseConfig = field(default_factory=NoiseConfig)
@@ -182,10 +187,12 @@ class NoisyGRPOConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     advantage_log_dir: str | None = None
     seeded_sampling: bool = False
+    allow_filter_groups: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.seeded_sampling, bool):
-            raise ValueError(f"{SECTION}.seeded_sampling must be true or false, got {self.seeded_sampling!r}")
+        for name in ("seeded_sampling", "allow_filter_groups"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{SECTION}.{name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_config(cls, section: DictConfig | Mapping[str, Any] | None) -> NoisyGRPOConfig:
@@ -205,6 +212,7 @@ class NoisyGRPOConfig:
             **parts,
             advantage_log_dir=values.get("advantage_log_dir"),
             seeded_sampling=values.get("seeded_sampling", False),
+            allow_filter_groups=values.get("allow_filter_groups", False),
         )
 
 

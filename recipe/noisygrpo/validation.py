@@ -6,8 +6,9 @@ levels, the trainer mode, rollout correction, the engine that honours the vision
 validation data) and against the file system (the embedding model). Each check is a small function
 registered with :func:`config_check`; it receives the whole config and the parsed section (None when
 the section itself is invalid, which ``noisygrpo_section`` reports) and returns a message saying what
-is wrong and how to fix it, or ``None``. :func:`validate_noisygrpo_config` runs all of them and raises
-one error listing every problem, so a user fixes a script in one go.
+is wrong and how to fix it, or ``None``. :func:`config_problems` runs all of them; the entry point
+(``main_noisygrpo.validate``) raises one :class:`NoisyGRPOConfigError` listing every problem, so a user
+fixes a script in one go.
 """
 
 from __future__ import annotations
@@ -75,6 +76,24 @@ def check_custom_sampler_drops_group_filtering(config: DictConfig, section: Nois
     return (
         f"{' and '.join(enabled)} set together with trainer.v1.sampler.custom_sampler ({custom.name}): verl passes "
         "neither to a custom replay buffer, so they would be ignored; turn them off or drop the custom sampler."
+    )
+
+
+@config_check("no_group_filtering")
+def check_no_group_filtering(config: DictConfig, section: NoisyGRPOConfig | None) -> str | None:
+    # DAPO keeps only groups whose rewards differ. NoisyGRPO's prior does its work in the others:
+    # with equal rewards sigma_s = 0, the Kalman gain is at its largest and the advantage ranks the
+    # rollouts by the noise they saw. Filtering them leaves a plain GRPO update on fewer groups.
+    filter_groups = config.algorithm.get("filter_groups") or {}
+    if not filter_groups.get("enable", False) or config.algorithm.adv_estimator != "noisygrpo":
+        return None
+    if section is None or section.allow_filter_groups:
+        return None
+    return (
+        "algorithm.filter_groups.enable=true (DAPO dynamic sampling) drops every group whose rollouts earn "
+        "equal rewards, which are exactly the groups where NoisyGRPO's noise prior sets the advantage "
+        "(docs/algorithm.md section 4): the run would train plain GRPO on the remaining groups. Set "
+        "algorithm.filter_groups.enable=false, or noisygrpo.allow_filter_groups=true to run it anyway as an ablation."
     )
 
 
@@ -257,11 +276,3 @@ def config_warnings(config: DictConfig) -> list[str]:
                 "all-mpnet-base-v2 folder (python -m recipe.noisygrpo.embedding_model assemble --output DIR)."
             )
     return warnings
-
-
-def validate_noisygrpo_config(config: DictConfig) -> None:
-    """Raises :class:`NoisyGRPOConfigError` listing every problem of ``config``."""
-    problems = config_problems(config)
-    if problems:
-        lines = "\n".join(f"  - {message}" for message in problems.values())
-        raise NoisyGRPOConfigError(f"NoisyGRPO config has {len(problems)} problem(s):\n{lines}")
