@@ -21,6 +21,8 @@ from verl_ext.config import NoisyGRPOConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_SCRIPTS = ["run_qwen25vl_3b.sh", "run_qwen25vl_7b.sh", "run_grpo_baseline_3b.sh"]
+# Scripts that change some of the paper's settings on purpose (each tested for what it changes).
+ADAPTED_SCRIPTS = ["run_qwen25vl_7b_lora.sh"]
 
 
 def fake_sentence_transformer(folder: Path, model_type: str) -> Path:
@@ -178,7 +180,7 @@ def test_misspelled_key_in_a_script_fails(tmp_path):
 def test_every_script_override_is_a_known_key(tmp_path):
     # Hydra rejects unknown keys unless prefixed with "+"; the scripts may only use "+" for
     # keys that exist in verl's dataclasses but not in its yaml (docs/design.md).
-    for script in RUN_SCRIPTS:
+    for script in RUN_SCRIPTS + ADAPTED_SCRIPTS:
         plus_keys = [o.split("=")[0] for o in script_overrides(script, tmp_path=tmp_path) if o.startswith("+")]
         assert plus_keys == ["+actor_rollout_ref.rollout.engine_kwargs.vllm.mm_processor_cache_gb"], script
 
@@ -304,3 +306,50 @@ def test_dapo_group_filter_runs_only_with_the_explicit_override_or_another_estim
     with pytest.raises(ValueError, match="allow_filter_groups must be true or false"):
         compose_and_parse = compose_config(base + ["noisygrpo.allow_filter_groups=maybe"])
         NoisyGRPOConfig.from_config(compose_and_parse.noisygrpo)
+
+
+def test_lora_script_trains_adapters_outside_the_vision_tower_on_4_gpus_with_the_papers_other_settings(
+    tmp_path, monkeypatch
+):
+    import types
+
+    from verl.utils.config import omega_conf_to_dataclass
+
+    config = compose_config(script_overrides("run_qwen25vl_7b_lora.sh", tmp_path=tmp_path))
+    # verl's validate_config asks vLLM (GPU extra, absent here) which LoRA ranks it serves.
+    asked = []
+    vllm_utils = types.ModuleType("verl.workers.rollout.vllm_rollout.utils")
+    vllm_utils.get_vllm_max_lora_rank = asked.append
+    monkeypatch.setitem(sys.modules, vllm_utils.__name__, vllm_utils)
+    validate(config)
+    assert asked == [64]
+    model = config.actor_rollout_ref.model
+    assert (model.lora_rank, model.lora_alpha, model.target_modules) == (64, 128, "all-linear")
+    assert model.exclude_modules == ".*visual.*"
+    assert config.trainer.n_gpus_per_node == 4 and config.actor_rollout_ref.actor.optim.lr == 1e-5
+    # 16 prompts x 4 rollouts split over 4 data-parallel ranks; vLLM loads the base weights itself.
+    assert config.data.train_batch_size * config.actor_rollout_ref.rollout.n % 4 == 0
+    assert config.actor_rollout_ref.rollout.load_format == "safetensors"
+    # What does not change: the method and the paper's sampling, KL and noise.
+    paper = compose_config(script_overrides("run_qwen25vl_7b.sh", tmp_path=tmp_path))
+    for key in ("algorithm", "noisygrpo", "data"):
+        assert config[key] == paper[key], key
+    for key in ("temperature", "top_k", "top_p", "n"):
+        assert config.actor_rollout_ref.rollout[key] == paper.actor_rollout_ref.rollout[key], key
+    actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+    assert (actor.kl_loss_coef, actor.clip_ratio, actor.loss_agg_mode) == (0.04, 0.2, "seq-mean-token-mean")
+
+
+def test_the_3b_script_with_a_missing_model_and_data_fails_in_seconds_before_ray(tmp_path):
+    env = script_env(tmp_path, NOISYGRPO_PRINT_OVERRIDES=None, MODEL_PATH="/nonexistent")
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "run_qwen25vl_3b.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "NoisyGRPO found 2 problem(s); nothing was started" in output
+    assert output.count("actor_rollout_ref.model.path=/nonexistent: no such folder") == 1
+    assert output.count(f"{tmp_path / 'data' / 'train.parquet'} does not exist") == 1
+    assert "All configuration checks passed" not in output and "Ray runtime started" not in output
+    assert time.monotonic() - started < 60  # about 10 s here

@@ -4,7 +4,8 @@ verl's ``ActorRolloutRefWorker.update_weights`` hands it a generator of ``(name,
 pairs (FSDP2 DTensors are gathered with ``full_tensor()`` as the generator advances, a
 collective every rank must join); the replica's leader rank ships them in buckets to its
 :class:`~verl_cpu.hf_server.HFRolloutServer`. ``resume``/``release`` are no-ops: the
-server keeps its weights in host memory.
+server keeps its weights in host memory. A LoRA actor's adapters are merged on the server
+(:mod:`verl_cpu.lora`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 
 from verl_cpu.hf_replica import hf_server_actor_name
+from verl_cpu.lora import base_weight_name, lora_deltas
 
 
 class HFServerAdapter(BaseRollout):
@@ -58,8 +60,14 @@ class HFServerAdapter(BaseRollout):
     ):
         if wire_format != "named_tensors":
             raise NotImplementedError(f"the hf rollout takes full tensors only, got wire_format={wire_format!r}")
-        if peft_config is not None:
-            raise NotImplementedError("the hf rollout does not serve LoRA adapters; set model.lora.merge=True")
+        if peft_config is not None and kwargs.get("base_sync_done", True):
+            # A LoRA step: only the adapter matrices come; the server merges them into its base copy.
+            deltas = lora_deltas(weights, peft_config)  # every rank consumes the generator
+            if self.is_leader:
+                await self.server.apply_lora.remote(deltas, global_steps)
+            return
+        if peft_config is not None:  # the LoRA base sync: full weights under PEFT's names
+            weights = ((base_weight_name(name), tensor) for name, tensor in weights)
         if self.is_leader:
             await self.server.begin_weight_update.remote()
         bucket: dict[str, torch.Tensor] = {}

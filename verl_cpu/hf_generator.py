@@ -118,7 +118,10 @@ class SeededSampler(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         probabilities = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
         chosen = torch.stack(
-            [torch.multinomial(row, 1, generator=gen)[0] for row, gen in zip(probabilities, self.generators, strict=True)]
+            [
+                torch.multinomial(row, 1, generator=gen)[0]
+                for row, gen in zip(probabilities, self.generators, strict=True)
+            ]
         )
         only_chosen = torch.full_like(scores, float("-inf"))
         return only_chosen.scatter_(1, chosen[:, None], 0.0)
@@ -145,6 +148,7 @@ class HFGenerator:
         pad = getattr(generation_config, "pad_token_id", None)
         self._pad_token_id: int = pad if pad is not None else (tokenizer.pad_token_id or self._eos_token_ids[0])
         self._pending_weight_names: set[str] | None = None
+        self._lora_base: dict[str, torch.Tensor] = {}  # base weights of the adapted modules (LoRA serving)
 
     # ------------------------------------------------------------------ inputs
 
@@ -228,7 +232,9 @@ class HFGenerator:
             token_ids=token_ids, log_probs=token_log_probs.tolist(), finished_by_eos=finished_by_eos
         )
 
-    def generate_batch(self, requests: Sequence[tuple[ModelInputs, SamplingSpec, int | None]]) -> list[GenerationResult]:
+    def generate_batch(
+        self, requests: Sequence[tuple[ModelInputs, SamplingSpec, int | None]]
+    ) -> list[GenerationResult]:
         """Sample every request (inputs, spec, seed) in one left-padded ``model.generate`` per sampling setting.
 
         Sampled requests are drawn per row with their own generator (``seed``; None draws a seed from
@@ -244,7 +250,9 @@ class HFGenerator:
                 results[index] = result
         return results  # type: ignore[return-value]
 
-    def _generate_group(self, requests: Sequence[tuple[ModelInputs, SamplingSpec, int | None]]) -> list[GenerationResult]:
+    def _generate_group(
+        self, requests: Sequence[tuple[ModelInputs, SamplingSpec, int | None]]
+    ) -> list[GenerationResult]:
         specs = [spec for _, spec, _ in requests]
         spec = replace(specs[0], max_new_tokens=max(s.max_new_tokens for s in specs))
         lengths = [inputs.input_ids.shape[1] for inputs, _, _ in requests]
@@ -288,6 +296,21 @@ class HFGenerator:
     def begin_weight_update(self) -> None:
         with self._lock:
             self._pending_weight_names = set(self.model.state_dict().keys())
+            self._lora_base = {}  # new base weights: adapters merge into these from now on
+
+    def apply_lora(self, deltas: Mapping[str, torch.Tensor]) -> int:
+        """Set each named weight to its base value plus ``deltas[name]`` (see :mod:`verl_cpu.lora`);
+        the base value is the weight as it was before the first adapter update since the last full load."""
+        with self._lock, torch.no_grad():
+            state = self.model.state_dict()
+            for name, delta in deltas.items():
+                if name not in state:
+                    raise KeyError(f"LoRA adapter for {name!r}, which is not a weight of the rollout model")
+                if tuple(state[name].shape) != tuple(delta.shape):
+                    raise ValueError(f"LoRA delta {name!r}: shape {tuple(delta.shape)} != {tuple(state[name].shape)}")
+                base = self._lora_base.setdefault(name, state[name].detach().clone())
+                state[name].copy_(base + delta.to(dtype=base.dtype))
+            return len(deltas)
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Copy full tensors into the model by state-dict name; returns how many were loaded.

@@ -191,6 +191,12 @@ class HFRolloutServer:
     async def load_weights(self, named_tensors: dict[str, torch.Tensor]) -> int:
         return await asyncio.to_thread(self.generator.load_weights, named_tensors.items())
 
+    async def apply_lora(self, deltas: dict[str, torch.Tensor], global_steps: int | None = None) -> int:
+        applied = await asyncio.to_thread(self.generator.apply_lora, deltas)
+        if global_steps is not None:
+            self.global_steps = global_steps
+        return applied
+
     async def finish_weight_update(self, global_steps: int | None = None) -> None:
         self.generator.finish_weight_update()
         if global_steps is not None:
