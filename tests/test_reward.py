@@ -90,7 +90,7 @@ def test_extract_answer(response, expected):
     assert extract_answer(response) == expected
 
 
-@pytest.mark.parametrize("correctness", ["similarity", "exact"])
+@pytest.mark.parametrize("correctness", ["similarity", "exact", "math"])
 @pytest.mark.parametrize("mode", ["reference", "strict"])
 @pytest.mark.parametrize(
     ("response", "expected_format"),
@@ -126,7 +126,12 @@ def test_strict_multiple_choice_right_letter_scores_one(answer, solution):
 @pytest.mark.parametrize(
     ("answer", "solution"),
     # the reference deletes punctuation, then needs whitespace on both sides of the letter
-    [("B", "<answer> B </answer>"), ("b", "The answer is B ."), (" C", "Option: C is right"), ("A", "Options (A) and (B)")],
+    [
+        ("B", "<answer> B </answer>"),
+        ("b", "The answer is B ."),
+        (" C", "Option: C is right"),
+        ("A", "Options (A) and (B)"),
+    ],
 )
 def test_reference_multiple_choice_right_letter_scores_one(answer, solution):
     result = compute_score("src", respond(answer), solution, {"question": MC_QUESTION}, mode="reference")
@@ -449,7 +454,7 @@ EXPECTED_KEYS = {"score", "format", "correctness", "answer_found", "noise_extent
 
 
 @pytest.mark.parametrize("mode", ["reference", "strict"])
-@pytest.mark.parametrize("correctness", ["similarity", "exact"])
+@pytest.mark.parametrize("correctness", ["similarity", "exact", "math"])
 @pytest.mark.parametrize(
     ("response", "solution", "extra_info"),
     [

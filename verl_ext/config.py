@@ -9,6 +9,7 @@ reward function all read the section through these classes.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -23,7 +24,10 @@ SECTION = "noisygrpo"
 PAPER_LEVELS = (0.0, 0.3, 0.6, 0.9)
 # fixed: rollout i gets levels[i]; uniform: rollout 0 clean, the others ~ U[0, 1].
 SAMPLING_MODES = ("fixed", "uniform")
-CORRECTNESS_KINDS = ("similarity", "exact")
+CORRECTNESS_KINDS = ("similarity", "exact", "math")
+# correctness kind -> the module it grades with, checked when the section is built so that a missing
+# package is a start-up error rather than a failure at the first rollout's reward.
+CORRECTNESS_MODULES = {"math": "mathruler"}
 REWARD_MODES = ("reference", "strict")
 REWARD_CONFIG_HINT = f"set it under {SECTION}.reward (passed as reward.custom_reward_function.reward_kwargs)"
 
@@ -135,8 +139,9 @@ class RewardConfig:
     """``noisygrpo.reward``: the keyword arguments of ``verl_ext.reward.compute_score`` (docs/algorithm.md §3).
 
     Attributes:
-        correctness: ``similarity`` (sentence-embedding cosine, the paper) or ``exact``.
-        mode: ``reference`` (the authors' rules exactly) or ``strict``.
+        correctness: ``similarity`` (sentence-embedding cosine, the paper), ``exact`` (string match) or
+            ``math`` (symbolic equivalence with mathruler, for geo3k-style numeric / LaTeX answers).
+        mode: ``reference`` (the authors' rules exactly) or ``strict``; ``math`` grades alike in both.
         embedding_model: local sentence-transformers folder; None = the bundled all-MiniLM-L6-v2.
         similarity_threshold: similarities below it score 0.
         embedding_device: torch device of the embedding model in the reward workers.
@@ -153,6 +158,13 @@ class RewardConfig:
             raise ValueError(
                 f"reward kwarg 'correctness'={self.correctness!r} is unknown; choose one of "
                 f"{sorted(CORRECTNESS_KINDS)} and {REWARD_CONFIG_HINT}."
+            )
+        module = CORRECTNESS_MODULES.get(self.correctness)
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise ValueError(
+                f"reward kwarg 'correctness'={self.correctness!r} grades with the {module} package, which is not "
+                f"installed: `pip install {module}` (verl[verl-core] installs it), or choose another of "
+                f"{sorted(CORRECTNESS_KINDS)}; {REWARD_CONFIG_HINT}."
             )
         if self.mode not in REWARD_MODES:
             raise ValueError(

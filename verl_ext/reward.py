@@ -10,6 +10,10 @@ reward worker's event loop), with ``data_source``, ``solution_str`` (the decoded
 ``extra_info`` updated with the agent loop's ``extra_fields``, which is how ``noise_extent``
 arrives here).
 
+Correctness is one of three kinds (``noisygrpo.reward.correctness``): ``similarity`` (the paper's
+sentence-embedding cosine), ``exact`` (string match) or ``math`` (symbolic equivalence with
+``mathruler``, for geo3k-style data whose ground truths are numbers or LaTeX expressions).
+
 The returned dict must have the same keys for every response (verl builds one column per key
 from the first response's keys) and numeric values (validation metrics average them; strings
 are skipped there). ``score`` is the reward; the other keys reach ``reward_extra_info``.
@@ -17,11 +21,14 @@ are skipped there). ``score`` is the reward; the other keys reach ``reward_extra
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from verl_ext.config import REWARD_CONFIG_HINT, RewardConfig
@@ -272,12 +279,82 @@ def strict_exact(case: ScoringCase, settings: RewardConfig) -> float:
     return 1.0 if normalise(case.answer) == normalise(reference_solution(case.ground_truth)) else 0.0
 
 
+# --- correctness "math": symbolic equivalence with mathruler (geo3k-style data) -----------------
+
+BOXED = r"\boxed{"
+# mathruler itself keeps `^{`, `^(` and long exponents away from sympy, but `**` and `!` (factorial)
+# reach sympy.simplify unguarded: "9**9**9" or "99999999!" against a non-integer ground truth never
+# returns, and the reward runs in an executor thread nothing can interrupt. Correct answers are not
+# written that way, so such answers score 0 without being graded (`\!`, LaTeX's negative thin
+# space, is not a factorial).
+_UNSAFE_FOR_SYMPY = re.compile(r"\*\*|(?<!\\)!")
+# sympy's time grows with the expression (a product of 150 factors: seconds); an answer may be at
+# most this many characters longer than its ground truth.
+MATH_ANSWER_MAX_EXTRA_CHARS = 256
+
+
+@functools.cache
+def mathruler_grader() -> ModuleType:
+    """``mathruler.grader``, imported on first use (it imports sympy, which the other kinds do not need).
+
+    pylatexenc, which mathruler reads LaTeX with, logs a warning for every malformed macro it meets;
+    those are about the model's answers, not the run, and would flood the reward workers' logs.
+    """
+    import mathruler.grader
+
+    logging.getLogger("pylatexenc").setLevel(logging.ERROR)
+    return mathruler.grader
+
+
+def math_expression(text: str) -> str | None:
+    """The expression to grade in ``text``: the content of its last ``\\boxed{...}``, else the text itself.
+
+    Returns None for a ``\\boxed{`` whose braces never close (mathruler's extractor then answers the
+    string "None").
+    """
+    if BOXED not in text:
+        return text.strip()
+    content = mathruler_grader().extract_boxed_content(text)
+    if content == "None" and BOXED + "None}" not in text:
+        return None
+    return content
+
+
+def safe_to_grade(answer: str, solution: str) -> bool:
+    """Whether mathruler may grade ``answer`` without risking a sympy computation that never ends."""
+    if len(answer) > len(solution) + MATH_ANSWER_MAX_EXTRA_CHARS:
+        return False
+    return _UNSAFE_FOR_SYMPY.search(answer) is None
+
+
+def math_equivalent(case: ScoringCase, settings: RewardConfig) -> float:
+    """1.0 when the answer equals the solution as mathematics (mathruler's ``grade_answer``), else 0.0.
+
+    Both sides are read the same way: inside their answer tags when they have them, then inside the
+    last ``\\boxed{...}`` when there is one. Equivalence is mathruler's: equal after the MATH
+    dataset's normalisation (``\\frac{1}{2}``, ``1/2`` and ``0.5``; ``3.0`` and ``3``; units, degrees
+    and a left side of at most two characters such as ``x=`` dropped), or a difference sympy
+    simplifies to 0 (``\\sqrt{12}`` and ``2\\sqrt{3}``). Not equivalent for it: an integer ground
+    truth and a non-integer form (``\\frac{6}{2}``, ``\\sqrt{9}`` vs ``3``), two different fractions
+    (``\\frac{2}{4}`` vs ``\\frac{1}{2}``), a rounded decimal and an exact value (``6.93`` vs
+    ``4\\sqrt{3}``). Both modes grade alike.
+    """
+    solution = reference_solution(case.ground_truth)
+    truth = math_expression(solution) or solution
+    answer = math_expression(case.answer)
+    if not answer or not safe_to_grade(answer, truth):
+        return 0.0
+    return 1.0 if mathruler_grader().grade_answer(answer, truth) else 0.0
+
+
 # (correctness, mode) -> scorer of an answer found inside <answer> tags.
 CORRECTNESS_SCORERS: dict[tuple[str, str], Callable[[ScoringCase, RewardConfig], float]] = {
     ("similarity", "reference"): reference_similarity,
     ("exact", "reference"): reference_exact,
+    ("math", "reference"): math_equivalent,
     ("similarity", "strict"): strict_similarity,
     ("exact", "strict"): strict_exact,
+    ("math", "strict"): math_equivalent,
 }
 
 
@@ -332,9 +409,10 @@ def compute_score(
             code does; ``strict`` mode with the text inside its answer tags.
         extra_info: the row's extra_info plus the agent loop's extra fields; ``question`` (or
             ``problem``) enables the multiple-choice / yes-no rules, ``noise_extent`` is echoed.
-        correctness: "similarity" (the paper) or "exact".
+        correctness: "similarity" (the paper), "exact" or "math" (symbolic equivalence with
+            mathruler; the answer may be ``\\boxed{...}`` or bare).
         mode: "reference" (the authors' rules exactly) or "strict" (a disagreeing letter or
-            yes/no scores 0, solutions compared inside their tags).
+            yes/no scores 0, solutions compared inside their tags); "math" grades alike in both.
         embedding_model: local sentence-transformers folder; None for the bundled all-MiniLM-L6-v2.
         similarity_threshold: similarities below it score 0.
         embedding_device: torch device of the embedding model.
