@@ -1,4 +1,4 @@
-"""Shared pytest setup: offline hub, a tiny Qwen2.5-VL checkpoint, CUDA-only test skipping."""
+"""Shared pytest setup: offline hub, tiny Qwen2.5-VL and Qwen3-VL checkpoints, CUDA-only test skipping."""
 
 from __future__ import annotations
 
@@ -32,3 +32,11 @@ def tiny_qwen25vl_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     from recipe.noisygrpo.demo.tiny_model import build_tiny_qwen25vl
 
     return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny_qwen25vl") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3vl_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """Folder of a tiny random Qwen3-VL (seed 0), built once per session; treat it as read-only."""
+    from recipe.noisygrpo.demo.tiny_model import build_tiny_qwen3vl
+
+    return build_tiny_qwen3vl(tmp_path_factory.mktemp("tiny_qwen3vl") / "model", seed=0)

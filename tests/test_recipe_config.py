@@ -20,7 +20,14 @@ from recipe.noisygrpo.validation import CONFIG_CHECKS, NoisyGRPOConfigError, con
 from verl_ext.config import NoisyGRPOConfig
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_SCRIPTS = ["run_qwen25vl_3b.sh", "run_qwen25vl_7b.sh", "run_grpo_baseline_3b.sh"]
+RUN_SCRIPTS = [
+    "run_qwen25vl_3b.sh",
+    "run_qwen25vl_7b.sh",
+    "run_grpo_baseline_3b.sh",
+    "run_qwen3vl_2b.sh",
+    "run_qwen3vl_4b.sh",
+    "run_qwen3vl_8b.sh",
+]
 # Scripts that change some of the paper's settings on purpose (each tested for what it changes).
 ADAPTED_SCRIPTS = ["run_qwen25vl_7b_lora.sh"]
 

@@ -8,6 +8,12 @@ the FSDP actor's recomputation): ``log_softmax(raw_logits / temperature)`` at th
 token, *before* top-k/top-p and before banning vision placeholders; greedy decoding
 (temperature 0) scores with temperature 1.
 
+Positions: verl's actor gets M-RoPE position ids from the model's own ``get_rope_index``, fed with
+``mm_token_type_ids`` (the agent loop marks image tokens 1, video tokens 2). transformers 5.9's
+Qwen3-VL ``generate`` computes the same positions only when it receives ``mm_token_type_ids``;
+without them it gives image tokens plain 1-D positions and raises no error. So the rollout passes
+them for the model types in :data:`POSITIONS_FROM_TOKEN_TYPES`.
+
 Batches: :meth:`HFGenerator.generate_batch` runs several requests in one left-padded
 ``model.generate``. Sampling is then done per row by :class:`SeededSampler` with the row's own
 ``torch.Generator``: a request that carries a seed gets the same tokens whatever else shares its
@@ -68,20 +74,34 @@ class GenerationResult:
     finished_by_eos: bool
 
 
+# Model types whose rollout passes ``mm_token_type_ids`` so that ``generate`` uses verl's M-RoPE
+# positions (module docstring). Qwen2-VL/Qwen2.5-VL need the same in transformers 5.9 (their image
+# tokens otherwise get 1-D positions too: ~3e-3 nats off the actor's log-probs on the tiny random
+# Qwen2.5-VL); they are not listed yet because tests/test_cpu_backend.py's teacher-forced reference
+# omits mm_token_type_ids as well, and the committed toy results were produced without it.
+POSITIONS_FROM_TOKEN_TYPES = frozenset({"qwen3_vl"})
+# Values of ``mm_token_type_ids``, as verl's agent loop and the Qwen processors set them.
+TEXT_TOKEN_TYPE, IMAGE_TOKEN_TYPE, VIDEO_TOKEN_TYPE = 0, 1, 2
+
+
 @dataclass(frozen=True)
 class ModelInputs:
     """A single prompt ready for ``model.generate``: ``input_ids`` (1, L) with image pads expanded,
-    plus ``pixel_values`` (P, C*t*p*p) and ``image_grid_thw`` (num_images, 3) when there are images."""
+    plus ``pixel_values`` (P, C*t*p*p) and ``image_grid_thw`` (num_images, 3) when there are images,
+    and ``mm_token_type_ids`` (1, L; 0 text, 1 image token) when the model's positions need them."""
 
     input_ids: torch.Tensor
     pixel_values: torch.Tensor | None = None
     image_grid_thw: torch.Tensor | None = None
+    mm_token_type_ids: torch.Tensor | None = None
 
     def as_kwargs(self) -> dict[str, torch.Tensor]:
         kwargs = {"input_ids": self.input_ids, "attention_mask": torch.ones_like(self.input_ids)}
         if self.pixel_values is not None:
             kwargs["pixel_values"] = self.pixel_values
             kwargs["image_grid_thw"] = self.image_grid_thw
+        if self.mm_token_type_ids is not None:
+            kwargs["mm_token_type_ids"] = self.mm_token_type_ids
         return kwargs
 
 
@@ -148,6 +168,8 @@ class HFGenerator:
         pad = getattr(generation_config, "pad_token_id", None)
         self._pad_token_id: int = pad if pad is not None else (tokenizer.pad_token_id or self._eos_token_ids[0])
         self._pending_weight_names: set[str] | None = None
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        self._positions_from_token_types = model_type in POSITIONS_FROM_TOKEN_TYPES
         self._lora_base: dict[str, torch.Tensor] = {}  # base weights of the adapted modules (LoRA serving)
 
     # ------------------------------------------------------------------ inputs
@@ -161,15 +183,19 @@ class HFGenerator:
         """Turn verl's prompt ids (image pads expanded, as the agent loop tokenises them, or one pad
         per image, as vLLM takes them) plus PIL images into model inputs.
 
-        Images go through the processor's image processor (Qwen2-VL family: ``pixel_values``,
-        ``image_grid_thw``); each image's pad run is re-expanded to its merged-patch count, so the
-        ids always agree with ``image_grid_thw`` whatever the caller sent.
+        Images go through the processor's image processor (Qwen2-VL's, which Qwen2-VL, Qwen2.5-VL
+        and Qwen3-VL share: ``pixel_values``, ``image_grid_thw``); each image's pad run is
+        re-expanded to its merged-patch count, so the ids always agree with ``image_grid_thw``
+        whatever the caller sent. For :data:`POSITIONS_FROM_TOKEN_TYPES` models the inputs also
+        carry ``mm_token_type_ids``.
         """
         if not images:
             return ModelInputs(input_ids=torch.tensor([list(prompt_ids)], dtype=torch.long))
         image_processor = getattr(self.processor, "image_processor", None)
         if image_processor is None or not hasattr(image_processor, "merge_size"):
-            raise NotImplementedError("the hf rollout handles images only for Qwen2-VL-family processors")
+            raise NotImplementedError(
+                "the hf rollout handles images only for Qwen2-VL-family image processors (Qwen2-VL, Qwen2.5-VL, Qwen3-VL)"
+            )
         processed = image_processor(images=list(images), return_tensors="pt", **dict(processor_kwargs or {}))
         grid_thw: torch.Tensor = processed["image_grid_thw"]
         tokens_per_image = (grid_thw.prod(dim=-1) // image_processor.merge_size**2).tolist()
@@ -189,11 +215,22 @@ class HFGenerator:
                 image_index += 1
             else:
                 expanded.append(token)
+        input_ids = torch.tensor([expanded], dtype=torch.long)
         return ModelInputs(
-            input_ids=torch.tensor([expanded], dtype=torch.long),
+            input_ids=input_ids,
             pixel_values=processed["pixel_values"].to(self.model.dtype),
             image_grid_thw=grid_thw,
+            mm_token_type_ids=self._token_types(input_ids) if self._positions_from_token_types else None,
         )
+
+    def _token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``mm_token_type_ids`` (same shape as ``input_ids``) as verl's agent loop builds them for the actor."""
+        token_types = torch.full_like(input_ids, TEXT_TOKEN_TYPE)
+        token_types[input_ids == self.processor.image_token_id] = IMAGE_TOKEN_TYPE
+        video_token_id = getattr(self.processor, "video_token_id", None)
+        if video_token_id is not None:
+            token_types[input_ids == video_token_id] = VIDEO_TOKEN_TYPE
+        return token_types
 
     # ------------------------------------------------------------------ generation
 
@@ -267,6 +304,13 @@ class HFGenerator:
         if with_images:
             kwargs["pixel_values"] = torch.cat([inputs.pixel_values for inputs in with_images])
             kwargs["image_grid_thw"] = torch.cat([inputs.image_grid_thw for inputs in with_images])
+        if any(inputs.mm_token_type_ids is not None for inputs, _, _ in requests):
+            # Left-padded like the ids; padding and text-only rows are text (0).
+            token_types = torch.full((len(requests), width), TEXT_TOKEN_TYPE, dtype=torch.long)
+            for row, ((inputs, _, _), length) in enumerate(zip(requests, lengths, strict=True)):
+                if inputs.mm_token_type_ids is not None:
+                    token_types[row, width - length :] = inputs.mm_token_type_ids[0]
+            kwargs["mm_token_type_ids"] = token_types
         generation_config = self._generation_config(spec)
         processors = LogitsProcessorList()
         if not spec.greedy:

@@ -21,7 +21,9 @@ k=v,... --tasks a,b`` is the flat CLI, and ``--batch_size`` must not also appear
 ``--model_args``; Qwen2.5-VL runs as ``qwen2_5_vl`` (transformers: ``pretrained``, ``max_pixels``,
 ``attn_implementation``) or ``vllm`` (``model``, ``tensor_parallel_size``,
 ``gpu_memory_utilization``, ``max_new_tokens``; unknown args go to ``vllm.LLM``, brace values are
-JSON); ``--reasoning_tags`` strips reasoning blocks before scoring (its default also strips
+JSON); Qwen3-VL (``model_type`` qwen3_vl in the checkpoint's config.json, see :data:`MODEL_FAMILIES`)
+runs as ``qwen3_vl`` with ``--force_simple`` (its chat class sizes images ignoring ``max_pixels``)
+or as ``vllm`` with ``is_qwen3_vl=true``; ``--reasoning_tags`` strips reasoning blocks before scoring (its default also strips
 ``<think>``, so MME-CoT needs ``none``); results land in ``<output_path>/<sanitized model
 path>/<YYYYMMDD_HHMMSS>_results.json``. lmms-eval may live in another interpreter
 (``--lmms-python``), so it is probed in a subprocess with ``find_spec`` (no torch start-up). Its
@@ -173,6 +175,75 @@ def merge_fsdp_checkpoint(actor: Path, target_dir: Path, python: str = sys.execu
 # The paper's training max_pixels (1536^2): evaluation sees images at the training resolution.
 TRAINING_MAX_PIXELS = 2359296
 
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """How lmms-eval 0.7.3 runs one model family (selected by config.json's ``model_type``).
+
+    Attributes:
+        model_type: Hugging Face ``model_type``.
+        hf_lmms_model: lmms-eval ``--model`` of the transformers backend.
+        hf_force_simple: pass ``--force_simple`` (lmms-eval's simple class instead of its chat class).
+        hf_min_pixels: ``min_pixels`` model arg of the transformers backend (None: lmms-eval's default).
+        vllm_model_args: extra ``key=value`` args of lmms-eval's ``vllm`` model.
+    """
+
+    model_type: str
+    hf_lmms_model: str
+    hf_force_simple: bool = False
+    hf_min_pixels: int | None = None
+    vllm_model_args: tuple[str, ...] = ()
+
+
+# Read from lmms-eval 0.7.3's source (lmms_eval/models/__init__.py: "qwen2_5_vl" and "qwen3_vl" have
+# simple and chat classes, chat by default; lmms_eval/models/chat/vllm.py takes any vLLM model).
+MODEL_FAMILIES: dict[str, ModelFamily] = {
+    "qwen2_5_vl": ModelFamily(model_type="qwen2_5_vl", hf_lmms_model="qwen2_5_vl"),
+    "qwen3_vl": ModelFamily(
+        model_type="qwen3_vl",
+        hf_lmms_model="qwen3_vl",
+        # The chat class (models/chat/qwen3_vl.py:62-71, 86, 98) gives images no pixel limits and calls
+        # the processor with do_resize=False, so max_pixels would not reach images (qwen_vl_utils'
+        # default then allows 16,384 tokens); the simple class puts max_pixels/min_pixels on every
+        # image (models/simple/qwen3_vl.py:330-335).
+        hf_force_simple=True,
+        # Its default min_pixels is 256*28*28 = 200,704 (models/simple/qwen3_vl.py:86); training saw
+        # Qwen3-VL's released processor minimum, 65,536 px (64 tokens).
+        hf_min_pixels=65536,
+        # Only changes how videos are fed (timestamps before frames, models/chat/vllm.py:40, 87).
+        vllm_model_args=("is_qwen3_vl=true",),
+    ),
+}
+# A config.json without model_type (not a transformers checkpoint) is evaluated as the paper's model.
+DEFAULT_MODEL_TYPE = "qwen2_5_vl"
+
+
+def checkpoint_model_type(checkpoint: ResolvedCheckpoint) -> str | None:
+    """``model_type`` of the checkpoint's config.json (FSDP: ``actor/huggingface/config.json``, which the
+    merged model keeps); None when the file has none. Raises ValueError naming the file when unreadable."""
+    folder = checkpoint.path / "huggingface" if checkpoint.kind is CheckpointKind.FSDP else checkpoint.path
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: unreadable ({error})") from error
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    return model_type if isinstance(model_type, str) and model_type else None
+
+
+def model_family(model_type: str | None) -> ModelFamily:
+    """The :data:`MODEL_FAMILIES` entry of ``model_type`` (None: :data:`DEFAULT_MODEL_TYPE`).
+
+    Raises ValueError listing the supported model types for any other.
+    """
+    family = MODEL_FAMILIES.get(model_type or DEFAULT_MODEL_TYPE)
+    if family is None:
+        raise ValueError(
+            f"model_type {model_type!r}: this driver runs {', '.join(sorted(MODEL_FAMILIES))} checkpoints in lmms-eval"
+        )
+    return family
+
+
 STRIP_THINK_TAGS = json.dumps([["<think>", "</think>"]])
 KEEP_REASONING_TAGS = "none"
 
@@ -195,6 +266,7 @@ class ModelSettings:
         gpu_memory_utilization: vLLM's fraction of GPU memory.
         attn_implementation: transformers attention kernel (None: transformers' default).
         extra_model_args: further ``key=value`` model args, appended verbatim.
+        family: the model family (lmms-eval model class and its family-specific args).
     """
 
     model_dir: Path
@@ -205,6 +277,7 @@ class ModelSettings:
     gpu_memory_utilization: float = 0.8
     attn_implementation: str | None = None
     extra_model_args: tuple[str, ...] = ()
+    family: ModelFamily = MODEL_FAMILIES[DEFAULT_MODEL_TYPE]
 
 
 def _vllm_model_args(settings: ModelSettings) -> list[str]:
@@ -216,11 +289,14 @@ def _vllm_model_args(settings: ModelSettings) -> list[str]:
         f"max_pixels={settings.max_pixels}",
         # The chat class applies max_pixels to videos only; images go through vLLM's processor.
         f'mm_processor_kwargs={{"max_pixels": {settings.max_pixels}}}',
+        *settings.family.vllm_model_args,
     ]
 
 
 def _hf_model_args(settings: ModelSettings) -> list[str]:
     args = [f"pretrained={settings.model_dir}", f"max_pixels={settings.max_pixels}"]
+    if settings.family.hf_min_pixels is not None:
+        args.append(f"min_pixels={settings.family.hf_min_pixels}")
     if settings.attn_implementation is not None:
         args.append(f"attn_implementation={settings.attn_implementation}")
     return args
@@ -228,14 +304,27 @@ def _hf_model_args(settings: ModelSettings) -> list[str]:
 
 @dataclass(frozen=True)
 class BackendSpec:
-    lmms_model: str
+    """``lmms_model`` / ``force_simple``: lmms-eval's ``--model`` and whether ``--force_simple`` goes with it."""
+
+    lmms_model: Callable[[ModelFamily], str]
+    force_simple: Callable[[ModelFamily], bool]
     model_args: Callable[[ModelSettings], list[str]]
     default_batch_size: int
 
 
 BACKENDS: dict[Backend, BackendSpec] = {
-    Backend.VLLM: BackendSpec(lmms_model="vllm", model_args=_vllm_model_args, default_batch_size=128),
-    Backend.HF: BackendSpec(lmms_model="qwen2_5_vl", model_args=_hf_model_args, default_batch_size=1),
+    Backend.VLLM: BackendSpec(
+        lmms_model=lambda family: "vllm",
+        force_simple=lambda family: False,
+        model_args=_vllm_model_args,
+        default_batch_size=128,
+    ),
+    Backend.HF: BackendSpec(
+        lmms_model=lambda family: family.hf_lmms_model,
+        force_simple=lambda family: family.hf_force_simple,
+        model_args=_hf_model_args,
+        default_batch_size=1,
+    ),
 }
 
 
@@ -292,7 +381,7 @@ def _command(label: str, tasks: list[EvalTask], reasoning_tags: str, model: Mode
         "-m",
         "lmms_eval",
         "--model",
-        backend.lmms_model,
+        backend.lmms_model(model.family),
         "--model_args",
         model_args_string(model),
         "--tasks",
@@ -307,6 +396,8 @@ def _command(label: str, tasks: list[EvalTask], reasoning_tags: str, model: Mode
         "--reasoning_tags",
         reasoning_tags,
     ]
+    if backend.force_simple(model.family):
+        argv.append("--force_simple")
     if run.limit is not None:
         argv += ["--limit", f"{run.limit:g}"]
     return LmmsEvalCommand(label=label, tasks=tuple(tasks), reasoning_tags=reasoning_tags, argv=tuple(argv))
@@ -623,6 +714,7 @@ class EvalPlan:
     out: Path
     model_dir: Path
     merge_argv: list[str] | None
+    family: ModelFamily
     backend: Backend
     decoding: Decoding
     run_settings: RunSettings
@@ -642,6 +734,8 @@ def make_plan(args: argparse.Namespace) -> EvalPlan:
     out = args.output_dir.resolve()
     is_fsdp = checkpoint.kind is CheckpointKind.FSDP
     model_dir = out / MERGED_MODEL_DIR if is_fsdp else checkpoint.path.resolve()
+    model_type = checkpoint_model_type(checkpoint)
+    family = model_family(model_type)
     probe = probe_python(args.lmms_python)
     backend = choose_backend(args.backend, probe.vllm_importable)
     judge = judge_status(JudgeMode(args.judge), os.environ)
@@ -656,6 +750,7 @@ def make_plan(args: argparse.Namespace) -> EvalPlan:
         gpu_memory_utilization=args.gpu_memory_utilization,
         attn_implementation=args.attn_implementation,
         extra_model_args=tuple(f"{key}={value}" for key, value in args.model_arg),
+        family=family,
     )
     run_settings = RunSettings(
         python=args.lmms_python,
@@ -665,6 +760,8 @@ def make_plan(args: argparse.Namespace) -> EvalPlan:
         limit=args.limit,
     )
     errors, warnings = preflight(args, tasks, probe, env)
+    if model_type is None:
+        warnings.append(f"the checkpoint's config.json names no model_type; evaluating it as {DEFAULT_MODEL_TYPE}")
     if backend is Backend.VLLM and not probe.vllm_importable:
         errors.append(f"--backend vllm but vllm is not importable in {probe.python}")
     judge_note = describe_judge(judge, tasks, run_settings.output_path)
@@ -674,6 +771,7 @@ def make_plan(args: argparse.Namespace) -> EvalPlan:
         out=out,
         model_dir=model_dir,
         merge_argv=merge_command(checkpoint.path.resolve(), model_dir) if is_fsdp else None,
+        family=family,
         backend=backend,
         decoding=decoding,
         run_settings=run_settings,
@@ -735,6 +833,7 @@ def initial_manifest(plan: EvalPlan, args: argparse.Namespace, started_at: str) 
             **asdict(plan.decoding),
             "temperature": 0,
             "backend": plan.backend.value,
+            "model_type": plan.family.model_type,
             "max_pixels": args.max_pixels,
         },
     }
