@@ -291,6 +291,10 @@ def _teacher_forced_log_probs(model_dir: Path, encoded, response_ids: list[int],
                 attention_mask=torch.ones_like(input_ids),
                 pixel_values=encoded["pixel_values"],
                 image_grid_thw=encoded["image_grid_thw"],
+                # The actor's M-RoPE positions: without token types transformers gives image tokens 1-D ones.
+                mm_token_type_ids=torch.cat(
+                    [encoded["mm_token_type_ids"], torch.zeros(1, len(response_ids), dtype=torch.long)], dim=1
+                ),
             )
             .logits[0]
             .float()

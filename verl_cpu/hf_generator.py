@@ -10,9 +10,9 @@ token, *before* top-k/top-p and before banning vision placeholders; greedy decod
 
 Positions: verl's actor gets M-RoPE position ids from the model's own ``get_rope_index``, fed with
 ``mm_token_type_ids`` (the agent loop marks image tokens 1, video tokens 2). transformers 5.9's
-Qwen3-VL ``generate`` computes the same positions only when it receives ``mm_token_type_ids``;
-without them it gives image tokens plain 1-D positions and raises no error. So the rollout passes
-them for the model types in :data:`POSITIONS_FROM_TOKEN_TYPES`.
+Qwen2.5-VL and Qwen3-VL ``generate`` compute the same positions only when they receive
+``mm_token_type_ids``; without them image tokens get plain 1-D positions and nothing raises (Qwen2-VL
+raises). So the rollout passes them for the model types in :data:`POSITIONS_FROM_TOKEN_TYPES`.
 
 Batches: :meth:`HFGenerator.generate_batch` runs several requests in one left-padded
 ``model.generate``. Sampling is then done per row by :class:`SeededSampler` with the row's own
@@ -75,11 +75,9 @@ class GenerationResult:
 
 
 # Model types whose rollout passes ``mm_token_type_ids`` so that ``generate`` uses verl's M-RoPE
-# positions (module docstring). Qwen2-VL/Qwen2.5-VL need the same in transformers 5.9 (their image
-# tokens otherwise get 1-D positions too: ~3e-3 nats off the actor's log-probs on the tiny random
-# Qwen2.5-VL); they are not listed yet because tests/test_cpu_backend.py's teacher-forced reference
-# omits mm_token_type_ids as well, and the committed toy results were produced without it.
-POSITIONS_FROM_TOKEN_TYPES = frozenset({"qwen3_vl"})
+# positions (module docstring). Without them the tiny random Qwen2.5-VL's rollout log-probs were
+# ~3e-3 nats off the actor's, the tiny Qwen3-VL's 0.4 (tests/test_qwen3vl.py).
+POSITIONS_FROM_TOKEN_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen3_vl"})
 # Values of ``mm_token_type_ids``, as verl's agent loop and the Qwen processors set them.
 TEXT_TOKEN_TYPE, IMAGE_TOKEN_TYPE, VIDEO_TOKEN_TYPE = 0, 1, 2
 

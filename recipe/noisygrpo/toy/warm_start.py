@@ -71,10 +71,14 @@ def _chat_prompt(processor: Any, question: str) -> str:
 
 
 def encode_batch(processor: Any, examples: Sequence[Scene]) -> dict[str, torch.Tensor]:
-    """Right-padded prompt + response ids, labels on the response (EOS included) only, and the image inputs."""
+    """Right-padded prompt + response ids, labels on the response (EOS included) only, and the image inputs.
+
+    ``mm_token_type_ids`` (1 on image tokens) make transformers give image tokens the M-RoPE positions
+    verl's actor and the CPU rollout use; without them it silently falls back to 1-D positions.
+    """
     tokenizer = processor.tokenizer
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    rows, labels, pixel_values, grids = [], [], [], []
+    rows, labels, token_types, pixel_values, grids = [], [], [], [], []
     for example in examples:
         prompt = processor(
             text=[_chat_prompt(processor, example.question)], images=[example.image], return_tensors="pt"
@@ -83,6 +87,7 @@ def encode_batch(processor: Any, examples: Sequence[Scene]) -> dict[str, torch.T
         prompt_ids = prompt["input_ids"][0].tolist()
         rows.append(prompt_ids + response)
         labels.append([-100] * len(prompt_ids) + response)
+        token_types.append(prompt["mm_token_type_ids"][0].tolist() + [0] * len(response))
         pixel_values.append(prompt["pixel_values"])
         grids.append(prompt["image_grid_thw"])
     width = max(len(row) for row in rows)
@@ -91,6 +96,7 @@ def encode_batch(processor: Any, examples: Sequence[Scene]) -> dict[str, torch.T
         "input_ids": torch.tensor([row + [pad] * (width - len(row)) for row in rows]),
         "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows]),
         "labels": torch.tensor([label + [-100] * (width - len(label)) for label in labels]),
+        "mm_token_type_ids": torch.tensor([types + [0] * (width - len(types)) for types in token_types]),
         "pixel_values": torch.cat(pixel_values),
         "image_grid_thw": torch.cat(grids),
     }
