@@ -16,11 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, read_step_metrics
+from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, read_step_metrics, train_on_cpu
 from recipe.noisygrpo.eval.evaluate_checkpoint import merge_fsdp_checkpoint
 from recipe.noisygrpo.metrics_log import read_advantage_rows
-from verl_cpu.launch import run_on_cpu
-from verl_cpu.overrides import cpu_overrides
 from verl_ext.advantage import bayesian_advantage
 
 LEVELS = (0.0, 0.3, 0.6, 0.9)
@@ -29,15 +27,7 @@ pytestmark = pytest.mark.e2e
 
 def train(workdir: Path, model_dir: Path, data_files: dict, settings: DemoSettings, *extra: str):
     workdir.mkdir(parents=True, exist_ok=True)
-    overrides = [*cpu_overrides(), *demo_overrides(model_dir, data_files, workdir, settings), *extra]
-    result = run_on_cpu(
-        "recipe.noisygrpo.main_noisygrpo",
-        overrides,
-        workdir=workdir,
-        log_path=workdir / "train.log",
-        extra_env={"VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl")},
-        timeout_s=1200,
-    )
+    result = train_on_cpu(workdir, [*demo_overrides(model_dir, data_files, workdir, settings), *extra], timeout_s=1200)
     log = result.log_path.read_text(errors="replace")
     assert result.returncode == 0, log[-8000:]
     assert result.leftovers == [], f"Ray processes outlived the run: {result.leftovers}"

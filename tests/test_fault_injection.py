@@ -29,10 +29,9 @@ from pathlib import Path
 import pytest
 
 from recipe.noisygrpo.checkpoints import last_checkpoint
-from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, read_step_metrics
+from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, read_step_metrics, train_on_cpu
 from recipe.noisygrpo.metrics_log import read_advantage_rows
 from verl_cpu.launch import pids_with_env, run_on_cpu, session_pids
-from verl_cpu.overrides import cpu_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -201,7 +200,6 @@ REPLAY_STEPS = 3
 
 def _replay_overrides(workdir: Path, model_dir: Path, data_files: dict) -> list[str]:
     return [
-        *cpu_overrides(),
         *demo_overrides(model_dir, data_files, workdir, DemoSettings(steps=REPLAY_STEPS)),
         "noisygrpo.seeded_sampling=true",
         "trainer.save_freq=1",
@@ -210,15 +208,7 @@ def _replay_overrides(workdir: Path, model_dir: Path, data_files: dict) -> list[
 
 
 def _launch(workdir: Path, overrides: list[str], **kwargs):
-    return run_on_cpu(
-        "recipe.noisygrpo.main_noisygrpo",
-        overrides,
-        workdir=workdir,
-        log_path=workdir / "train.log",
-        extra_env={"VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl"), **kwargs.pop("extra_env", {})},
-        timeout_s=1200,
-        **kwargs,
-    )
+    return train_on_cpu(workdir, overrides, timeout_s=1200, **kwargs)
 
 
 def _kill_9_during_step(workdir: Path, step: int, tag: str, stop: threading.Event) -> threading.Thread:

@@ -15,11 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, read_step_metrics
+from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, read_step_metrics, train_on_cpu
 from recipe.noisygrpo.eval.evaluate_checkpoint import merge_fsdp_checkpoint
-from verl_cpu.launch import run_on_cpu
 from verl_cpu.lora import base_weight_name, lora_deltas, lora_scaling
-from verl_cpu.overrides import cpu_overrides
 
 LORA_OVERRIDES = (
     "actor_rollout_ref.model.lora_rank=8",
@@ -98,20 +96,12 @@ def test_two_noisygrpo_steps_with_lora_train_only_adapters_and_merge_into_a_mode
 
     workdir = tmp_path / "lora"
     overrides = [
-        *cpu_overrides(),
         *demo_overrides(tiny_qwen25vl_dir, data_files, workdir, DemoSettings(steps=2)),
         *LORA_OVERRIDES,
         "actor_rollout_ref.actor.optim.lr=1e-2",  # adapters start at zero: make 2 steps visible
         "trainer.save_freq=2",
     ]
-    result = run_on_cpu(
-        "recipe.noisygrpo.main_noisygrpo",
-        overrides,
-        workdir=workdir,
-        log_path=workdir / "train.log",
-        extra_env={"VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl")},
-        timeout_s=1200,
-    )
+    result = train_on_cpu(workdir, overrides, timeout_s=1200)
     log = result.log_path.read_text(errors="replace")
     assert result.returncode == 0 and result.leftovers == [], log[-8000:]
     steps = read_step_metrics(workdir / "metrics.jsonl")

@@ -475,14 +475,11 @@ def noisygrpo_step(tmp_path_factory, tiny_qwen3vl_dir):
     a group different scores (the random model never answers right), so the update is not zero.
     """
     from data_prep.synthetic import write_synthetic_dataset
-    from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, read_step_metrics
-    from verl_cpu.launch import run_on_cpu
-    from verl_cpu.overrides import cpu_overrides
+    from recipe.noisygrpo.demo.run_demo import DemoSettings, demo_overrides, read_step_metrics, train_on_cpu
 
     workdir = tmp_path_factory.mktemp("qwen3vl_noisygrpo")
     data_files = write_synthetic_dataset(workdir / "data", num_train=16, num_val=4, seed=0)
     overrides = [
-        *cpu_overrides(),
         *demo_overrides(tiny_qwen3vl_dir, data_files, workdir, DemoSettings(steps=1)),
         "noisygrpo.noise.levels=[0.0,0.0,0.0,0.0]",
         "reward.custom_reward_function.path=pkg://verl_cpu.debug_reward",
@@ -490,14 +487,7 @@ def noisygrpo_step(tmp_path_factory, tiny_qwen3vl_dir):
         "trainer.save_freq=1",
     ]
     started = time.monotonic()
-    result = run_on_cpu(
-        "recipe.noisygrpo.main_noisygrpo",
-        overrides,
-        workdir=workdir,
-        log_path=workdir / "train.log",
-        extra_env={"VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl")},
-        timeout_s=1200,
-    )
+    result = train_on_cpu(workdir, overrides, timeout_s=1200)
     wall_s = time.monotonic() - started
     log = result.log_path.read_text(errors="replace")
     assert result.returncode == 0, log[-8000:]

@@ -1,1 +1,1 @@
-"""Offline demo helpers: a tiny random Qwen2.5-VL checkpoint for tests and CPU smoke runs."""
+"""Offline demo helpers: tiny random Qwen2.5-VL and Qwen3-VL checkpoints for tests and CPU smoke runs."""

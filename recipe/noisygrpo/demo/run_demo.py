@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from recipe.noisygrpo.checkpoints import resume_hint
 from recipe.noisygrpo.demo.tiny_model import build_tiny_qwen25vl
 
 DEFAULT_WORKDIR = Path("demo_runs/latest")
+ENTRY_MODULE = "recipe.noisygrpo.main_noisygrpo"
 EXIT_INTERRUPTED = 130
 
 
@@ -74,6 +77,28 @@ def demo_overrides(model_dir: Path, data_files: dict[str, Path], workdir: Path, 
         "trainer.experiment_name=cpu_demo",
         f"trainer.default_local_dir={workdir / 'checkpoints'}",
     ]
+
+
+def train_on_cpu(workdir: Path, overrides: Sequence[str], **launch: Any):
+    """``python -m recipe.noisygrpo.main_noisygrpo`` on the CPU backend, in ``workdir``.
+
+    The backend's overrides come first, then ``overrides`` (they win); the output goes to
+    ``workdir/train.log`` (appended), verl's metrics to ``workdir/metrics.jsonl`` (or its next
+    ``.launchN``). ``launch``: further :func:`verl_cpu.launch.run_on_cpu` arguments (``extra_env`` is
+    added to the metrics path). Returns its :class:`~verl_cpu.launch.CPURunResult`.
+    """
+    from verl_cpu.launch import run_on_cpu
+    from verl_cpu.overrides import cpu_overrides
+
+    extra_env = {"VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl"), **launch.pop("extra_env", {})}
+    return run_on_cpu(
+        ENTRY_MODULE,
+        [*cpu_overrides(), *overrides],
+        workdir=workdir,
+        log_path=workdir / "train.log",
+        extra_env=extra_env,
+        **launch,
+    )
 
 
 def prepare_inputs(workdir: Path, settings: DemoSettings) -> tuple[Path, dict[str, Path]]:
@@ -165,25 +190,14 @@ def run(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    from verl_cpu.launch import run_on_cpu
-    from verl_cpu.overrides import cpu_overrides
-
     settings = DemoSettings(steps=args.steps)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir, data_files = prepare_inputs(workdir, settings)
     metrics_path = workdir / "metrics.jsonl"
-    overrides = [*cpu_overrides(), *demo_overrides(model_dir, data_files, workdir, settings), *args.overrides]
+    overrides = [*demo_overrides(model_dir, data_files, workdir, settings), *args.overrides]
     print(f"[demo] {settings.steps} NoisyGRPO steps on the CPU backend; log: {workdir / 'train.log'}", flush=True)
-    result = run_on_cpu(
-        "recipe.noisygrpo.main_noisygrpo",
-        overrides,
-        workdir=workdir,
-        log_path=workdir / "train.log",
-        extra_env={"VERL_FILE_LOGGER_PATH": str(metrics_path)},
-        timeout_s=args.timeout,
-        echo=True,
-    )
+    result = train_on_cpu(workdir, overrides, timeout_s=args.timeout, echo=True)
     if result.interrupted_by is not None:
         print(
             f"\n[demo] interrupted: the run and every process it started are stopped; "

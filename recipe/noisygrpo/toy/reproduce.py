@@ -125,19 +125,11 @@ def train(
     method: str, model_dir: Path, data: dict[str, Path], run_dir: Path, seed: int, settings: ReproductionSettings
 ) -> Path:
     """One RL run on the CPU backend; returns its final actor checkpoint folder."""
-    from verl_cpu.launch import run_on_cpu
-    from verl_cpu.overrides import cpu_overrides
+    from recipe.noisygrpo.demo.run_demo import train_on_cpu
 
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"[toy] {method}, seed {seed}: {settings.steps} steps (log {run_dir / 'train.log'})", flush=True)
-    result = run_on_cpu(
-        "recipe.noisygrpo.main_noisygrpo",
-        [*cpu_overrides(), *rl_overrides(method, model_dir, data, run_dir, seed, settings)],
-        workdir=run_dir,
-        log_path=run_dir / "train.log",
-        extra_env={"VERL_FILE_LOGGER_PATH": str(run_dir / "metrics.jsonl")},
-        timeout_s=3600,
-    )
+    result = train_on_cpu(run_dir, rl_overrides(method, model_dir, data, run_dir, seed, settings), timeout_s=3600)
     if result.returncode != 0:
         raise RuntimeError(f"{method} seed {seed} failed (exit {result.returncode}); see {result.log_path}")
     print(f"[toy] {method}, seed {seed}: done in {result.elapsed_s:.0f} s", flush=True)
