@@ -259,22 +259,47 @@ def _build_qwen_tokenizer(
     return tokenizer
 
 
-def build_processor(tokenizer, spec: TinyQwen25VLSpec):
-    """Qwen2_5_VLProcessor = Qwen2VL image/video processors with small pixel budgets + tokenizer."""
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+def _vision_processors(spec, video_processor_cls, **extra):
+    """Qwen2-VL's image processor (which Qwen2.5-VL and Qwen3-VL share) and ``video_processor_cls``
+    at the spec's patch, merge and pixel budgets; ``extra``: more settings of both (e.g. mean/std)."""
+    from transformers import Qwen2VLImageProcessor
 
     common = {
         "patch_size": spec.patch_size,
         "temporal_patch_size": spec.temporal_patch_size,
         "merge_size": spec.spatial_merge_size,
+        **extra,
     }
     # Fresh size dicts: the processors' __init__ mutate a passed-in/class-level dict in place.
     image_processor = Qwen2VLImageProcessor(
         size={"shortest_edge": spec.min_pixels, "longest_edge": spec.max_pixels}, **common
     )
-    video_processor = Qwen2VLVideoProcessor(
+    video_processor = video_processor_cls(
         size={"shortest_edge": spec.min_pixels, "longest_edge": spec.max_pixels}, **common
     )
+    return image_processor, video_processor
+
+
+def _vocab_and_token_ids(tokenizer, vocab_multiple: int) -> tuple[int, dict[str, int]]:
+    """The model's vocabulary size (the tokenizer's, rounded up to ``vocab_multiple``) and its
+    bos / eos / pad token ids, as the Qwen-VL checkpoints set them."""
+    vocab_size = -(-len(tokenizer) // vocab_multiple) * vocab_multiple
+    end_of_text, end_of_turn = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    return vocab_size, {"bos_token_id": end_of_text, "eos_token_id": end_of_turn, "pad_token_id": end_of_text}
+
+
+def _vision_token_ids(tokenizer) -> dict[str, int]:
+    """The config's ids of the image / video placeholder and vision start / end tokens."""
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    tokens = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+    return dict(zip(names, tokenizer.convert_tokens_to_ids(tokens), strict=True))
+
+
+def build_processor(tokenizer, spec: TinyQwen25VLSpec):
+    """Qwen2_5_VLProcessor = Qwen2VL image/video processors with small pixel budgets + tokenizer."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLVideoProcessor
+
+    image_processor, video_processor = _vision_processors(spec, Qwen2VLVideoProcessor)
     return Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -287,15 +312,7 @@ def build_config(tokenizer, spec: TinyQwen25VLSpec):
     """Qwen2_5_VLConfig whose token ids match ``tokenizer``; vocab rounded up to ``spec.vocab_multiple``."""
     from transformers import Qwen2_5_VLConfig
 
-    def token_id(token: str) -> int:
-        return tokenizer.convert_tokens_to_ids(token)
-
-    vocab_size = -(-len(tokenizer) // spec.vocab_multiple) * spec.vocab_multiple
-    ids = {
-        "bos_token_id": token_id("<|endoftext|>"),
-        "eos_token_id": token_id("<|im_end|>"),
-        "pad_token_id": token_id("<|endoftext|>"),
-    }
+    vocab_size, ids = _vocab_and_token_ids(tokenizer, spec.vocab_multiple)
     text_config = {
         "vocab_size": vocab_size,
         "hidden_size": spec.text_hidden_size,
@@ -331,10 +348,7 @@ def build_config(tokenizer, spec: TinyQwen25VLSpec):
     config = Qwen2_5_VLConfig(
         text_config=text_config,
         vision_config=vision_config,
-        image_token_id=token_id("<|image_pad|>"),
-        video_token_id=token_id("<|video_pad|>"),
-        vision_start_token_id=token_id("<|vision_start|>"),
-        vision_end_token_id=token_id("<|vision_end|>"),
+        **_vision_token_ids(tokenizer),
         tie_word_embeddings=False,
         **ids,
     )
@@ -527,22 +541,11 @@ def build_qwen3vl_tokenizer(spec: TinyQwen3VLSpec):
 def build_qwen3vl_processor(tokenizer, spec: TinyQwen3VLSpec):
     """transformers' Qwen3VLProcessor with the image processor Qwen3-VL ships (Qwen2-VL's, 16-px
     patches, mean/std 0.5) and Qwen3-VL's video processor, at the spec's small pixel budgets."""
-    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor
+    from transformers import Qwen3VLProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-    common = {
-        "patch_size": spec.patch_size,
-        "temporal_patch_size": spec.temporal_patch_size,
-        "merge_size": spec.spatial_merge_size,
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-    }
-    # Fresh size dicts: the processors' __init__ mutate a passed-in/class-level dict in place.
-    image_processor = Qwen2VLImageProcessor(
-        size={"shortest_edge": spec.min_pixels, "longest_edge": spec.max_pixels}, **common
-    )
-    video_processor = Qwen3VLVideoProcessor(
-        size={"shortest_edge": spec.min_pixels, "longest_edge": spec.max_pixels}, **common
+    image_processor, video_processor = _vision_processors(
+        spec, Qwen3VLVideoProcessor, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
     )
     return Qwen3VLProcessor(
         image_processor=image_processor,
@@ -556,15 +559,7 @@ def build_qwen3vl_config(tokenizer, spec: TinyQwen3VLSpec):
     """Qwen3VLConfig whose token ids match ``tokenizer``; vocab rounded up to ``spec.vocab_multiple``."""
     from transformers import Qwen3VLConfig
 
-    def token_id(token: str) -> int:
-        return tokenizer.convert_tokens_to_ids(token)
-
-    vocab_size = -(-len(tokenizer) // spec.vocab_multiple) * spec.vocab_multiple
-    ids = {
-        "bos_token_id": token_id("<|endoftext|>"),
-        "eos_token_id": token_id("<|im_end|>"),
-        "pad_token_id": token_id("<|endoftext|>"),
-    }
+    vocab_size, ids = _vocab_and_token_ids(tokenizer, spec.vocab_multiple)
     text_config = {
         "vocab_size": vocab_size,
         "hidden_size": spec.text_hidden_size,
@@ -598,10 +593,7 @@ def build_qwen3vl_config(tokenizer, spec: TinyQwen3VLSpec):
     config = Qwen3VLConfig(
         text_config=text_config,
         vision_config=vision_config,
-        image_token_id=token_id("<|image_pad|>"),
-        video_token_id=token_id("<|video_pad|>"),
-        vision_start_token_id=token_id("<|vision_start|>"),
-        vision_end_token_id=token_id("<|vision_end|>"),
+        **_vision_token_ids(tokenizer),
         tie_word_embeddings=spec.tie_word_embeddings,
         **ids,
     )
