@@ -21,19 +21,51 @@ def _accuracies(noisygrpo_clean: list[float]) -> dict[str, list[dict[str, float]
     }
 
 
-def test_grpo_and_noisygrpo_runs_differ_only_by_estimator_and_noise():
-    settings = ReproductionSettings()
+def _overrides(method: str) -> dict[str, str]:
     data = {"train": Path("t.parquet"), **{split: Path(f"{split}.parquet") for split in reproduce.SPLITS}}
+    listed = reproduce.rl_overrides(method, Path("m"), data, Path("run"), 3, ReproductionSettings())
+    assert len(listed) == len({item.split("=", 1)[0] for item in listed}), "a key set twice"
+    return dict(item.split("=", 1) for item in listed)
 
-    def overrides(method: str) -> dict[str, str]:
-        listed = reproduce.rl_overrides(method, Path("m"), data, Path("run"), 3, settings)
-        return dict(item.split("=", 1) for item in listed)
 
-    grpo, noisy = overrides("grpo"), overrides("noisygrpo")
-    differing = {key for key in grpo.keys() | noisy.keys() if grpo.get(key) != noisy.get(key)}
-    assert differing == {"algorithm.adv_estimator", "noisygrpo.noise.levels", "trainer.experiment_name"}
+def _differing(a: dict[str, str], b: dict[str, str]) -> set[str]:
+    return {key for key in a.keys() | b.keys() if a.get(key) != b.get(key)} - {"trainer.experiment_name"}
+
+
+def test_grpo_and_noisygrpo_runs_differ_only_by_estimator_and_noise():
+    grpo, noisy = _overrides("grpo"), _overrides("noisygrpo")
+    assert _differing(grpo, noisy) == {"algorithm.adv_estimator", "noisygrpo.noise.levels"}
+    assert grpo["algorithm.adv_estimator"] == "grpo" and grpo["noisygrpo.noise.levels"] == "[0.0,0.0,0.0,0.0]"
     assert noisy["data.val_files"] == "[clean.parquet,noisy.parquet,shifted.parquet,blind.parquet]"
     assert noisy["noisygrpo.reward.correctness"] == "exact"
+
+
+def test_ablation_is_noisygrpo_with_grpo_advantage_and_grpo_with_noisy_rollouts():
+    ablation = _overrides("grpo_noisy")
+    assert _differing(ablation, _overrides("noisygrpo")) == {"algorithm.adv_estimator"}
+    assert _differing(ablation, _overrides("grpo")) == {"noisygrpo.noise.levels"}
+    assert ablation["algorithm.adv_estimator"] == "grpo"
+    assert "noisygrpo.noise.levels" not in ablation  # the recipe's levels 0 / 0.3 / 0.6 / 0.9
+
+
+def test_ablation_rows_and_pairs_appear_only_when_it_ran():
+    accuracies = _accuracies([0.80, 0.84, 0.82])
+    without = {t["comparison"] for t in reproduce.comparisons(accuracies)}
+    assert without == {"grpo - base", "noisygrpo - base", "noisygrpo - grpo"}
+    accuracies["grpo_noisy"] = [{"clean": c, "noisy": 0.5, "shifted": 0.3, "blind": 0.2} for c in (0.75, 0.76, 0.80)]
+    tests = {(t["split"], t["comparison"]): t for t in reproduce.comparisons(accuracies)}
+    # paired by seed: 0.80-0.75, 0.84-0.76, 0.82-0.80
+    assert tests["clean", "noisygrpo - grpo_noisy"]["difference"] == pytest.approx(0.05)
+    assert tests["noisy", "grpo_noisy - grpo"]["difference"] == pytest.approx(0.1)
+    assert tests["clean", "grpo_noisy - base"]["difference"] == pytest.approx(0.07)
+    text = reproduce.results_markdown(
+        reproduce.summarise(accuracies), list(tests.values()), ReproductionSettings(seeds=3)
+    )
+    means_table = text.split("Standard deviation")[0]
+    lines = {line.split("|")[1].strip(): line for line in means_table.splitlines() if line.startswith("| ")}
+    assert "| 77.0 |" in lines["GRPO, noisy rollouts"]
+    assert "+5.0" in lines["NoisyGRPO − GRPO, noisy rollouts"]
+    assert "+10.0" in lines["GRPO, noisy rollouts − GRPO"]
 
 
 def test_summary_has_std_only_over_several_seeds():
@@ -85,7 +117,7 @@ def test_out_folder_refuses_runs_made_with_other_settings(tmp_path):
 def test_command_line_rejects_unknown_methods(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["--methods", "ppo"])
-    assert "choose from grpo, noisygrpo" in capsys.readouterr().err
+    assert "choose from grpo, noisygrpo, grpo_noisy" in capsys.readouterr().err
 
 
 def test_heldout_curves_read_verl_validation_per_split_and_step(tmp_path):

@@ -1,7 +1,11 @@
 """The paper's experiment in miniature, on a CPU: GRPO vs NoisyGRPO from one warm start, to a table.
 
-    bash scripts/reproduce_toy.sh [--seeds N] [--steps N] [--out DIR]
+    bash scripts/reproduce_toy.sh [--seeds N] [--steps N] [--out DIR] [--methods grpo,noisygrpo,grpo_noisy]
     (python -m recipe.noisygrpo.toy.reproduce ...)
+
+``--methods`` adds the ablation ``grpo_noisy`` (NoisyGRPO's noisy rollouts, GRPO's advantage), which
+splits NoisyGRPO - GRPO into the part of the noise and the part of the Bayesian advantage. A call
+on a folder reuses the runs finished there, so a method can be added to an earlier call's results.
 
 1. data: the toy task (``recipe.noisygrpo.toy.scenes``): RL prompts and the held-out splits
    clean / noisy / shifted / blind (``OUT/data``, one seed for every run);
@@ -36,7 +40,14 @@ from typing import Any
 from recipe.noisygrpo.toy import scenes as toy_scenes
 from recipe.noisygrpo.toy.warm_start import accuracy, warm_start
 
-METHODS = ("grpo", "noisygrpo")
+# The Hydra overrides that make each method (on top of the shared ones of ``rl_overrides``).
+# ``grpo_noisy`` is the ablation between the two: NoisyGRPO's noisy rollouts with GRPO's advantage.
+METHOD_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "grpo": ("algorithm.adv_estimator=grpo", "noisygrpo.noise.levels=[0.0,0.0,0.0,0.0]"),
+    "noisygrpo": (),
+    "grpo_noisy": ("algorithm.adv_estimator=grpo",),
+}
+METHODS = ("grpo", "noisygrpo")  # the default comparison
 SPLITS = toy_scenes.HELD_OUT
 DEFAULT_OUT = Path("demo_runs/toy_reproduction")
 DEFAULT_CACHE = Path("demo_runs/toy_cache")
@@ -79,7 +90,7 @@ def rl_overrides(
     settings: ReproductionSettings,
     val_splits: Sequence[str] = SPLITS,
 ) -> list[str]:
-    """Hydra overrides of one RL run (on top of the CPU backend's); GRPO differs only by estimator and noise."""
+    """Hydra overrides of one RL run (on top of the CPU backend's); methods differ only by estimator and noise."""
     batch = settings.prompts_per_step
     val_files = "[" + ",".join(str(data[split]) for split in val_splits) + "]"
     overrides = [
@@ -117,9 +128,7 @@ def rl_overrides(
         f"trainer.experiment_name={method}_seed{seed}",
         f"trainer.default_local_dir={run_dir / 'checkpoints'}",
     ]
-    if method == "grpo":
-        overrides += ["algorithm.adv_estimator=grpo", "noisygrpo.noise.levels=[0.0,0.0,0.0,0.0]"]
-    return overrides
+    return overrides + list(METHOD_OVERRIDES[method])
 
 
 def train(
@@ -168,7 +177,15 @@ def heldout_curves(metrics_path: Path) -> dict[int, dict[str, float]]:
     return curves
 
 
-METHOD_LABELS = {"base": "base (warm start)", "grpo": "GRPO", "noisygrpo": "NoisyGRPO"}
+METHOD_LABELS = {
+    "base": "base (warm start)",
+    "grpo": "GRPO",
+    "noisygrpo": "NoisyGRPO",
+    "grpo_noisy": "GRPO, noisy rollouts",
+}
+# Paired comparisons beyond "each method - base": (method, against). With the ablation, NoisyGRPO
+# against it isolates the Bayesian advantage, and it against GRPO isolates the noisy rollouts.
+PAIRED = (("noisygrpo", "grpo"), ("noisygrpo", "grpo_noisy"), ("grpo_noisy", "grpo"))
 
 
 def summarise(accuracies: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
@@ -185,13 +202,13 @@ def summarise(accuracies: dict[str, list[dict[str, float]]]) -> list[dict[str, A
 
 
 def comparisons(accuracies: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
-    """Per split: each method against the warm start, and NoisyGRPO against GRPO (paired by seed).
+    """Per split: each method against the warm start, and the pairs of ``PAIRED`` present (paired by seed).
 
     ``se``: standard error of the mean difference over seeds (the sampling error of one held-out set
     adds to it; with one seed it is unknown); ``beyond_2se``: |difference| > 2 se.
     """
     base = accuracies["base"][0]
-    pairs = [("grpo", None), ("noisygrpo", None), ("noisygrpo", "grpo")]
+    pairs = [(method, None) for method in METHOD_OVERRIDES] + list(PAIRED)
     rows = []
     for split in SPLITS:
         for method, against in pairs:
@@ -220,7 +237,7 @@ def results_markdown(summary: list[dict[str, Any]], tests: list[dict[str, Any]],
     columns = tuple(Column(key=f"toy/{split}", header=split, metric=None, scale=100.0) for split in SPLITS)
     means = {(row["method"], row["split"]): 100 * row["mean"] for row in summary}
     stds = {(row["method"], row["split"]): None if row["std"] is None else 100 * row["std"] for row in summary}
-    methods = [method for method in ("base", *METHODS) if (method, SPLITS[0]) in means]
+    methods = [method for method in ("base", *METHOD_OVERRIDES) if (method, SPLITS[0]) in means]
     seeds = max(row["seeds"] for row in summary)
 
     def values(table: dict, method: str, minus: str | None = None) -> tuple[float | None, ...]:
@@ -230,8 +247,11 @@ def results_markdown(summary: list[dict[str, Any]], tests: list[dict[str, Any]],
 
     rows = [Row(METHOD_LABELS[method], RowKind.RUN, values(means, method)) for method in methods]
     rows += [Row(f"{METHOD_LABELS[m]} − base", RowKind.DELTA_VS_BASE, values(means, m, "base")) for m in methods[1:]]
-    if {"grpo", "noisygrpo"} <= set(methods):
-        rows.append(Row("NoisyGRPO − GRPO", RowKind.DELTA_VS_GRPO, values(means, "noisygrpo", "grpo")))
+    rows += [
+        Row(f"{METHOD_LABELS[m]} − {METHOD_LABELS[against]}", RowKind.DELTA_VS_GRPO, values(means, m, against))
+        for m, against in PAIRED
+        if {m, against} <= set(methods)
+    ]
     notes = (
         f"held-out accuracy in % (greedy, exact match), {settings.held_out_rows} rows per split, mean over {seeds} seed(s)",
         "noisy: Gaussian noise 0.3 / 0.6 / 0.9 by row; shifted: unseen sizes and backgrounds; blind: another row's image",
@@ -321,15 +341,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=defaults.seeds)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated, from: grpo, noisygrpo, grpo_noisy (the ablation: noisy rollouts, GRPO's advantage)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="warm start and data (reused)")
     args = parser.parse_args(argv)
     settings = ReproductionSettings(seeds=args.seeds, steps=args.steps, learning_rate=args.lr)
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(METHOD_OVERRIDES))
     if unknown or not methods:
-        parser.error(f"--methods {args.methods!r}: choose from {', '.join(METHODS)} (comma-separated)")
+        parser.error(f"--methods {args.methods!r}: choose from {', '.join(METHOD_OVERRIDES)} (comma-separated)")
     if settings.seeds < 1 or settings.steps < 1 or settings.learning_rate <= 0:
         parser.error("--seeds and --steps must be at least 1 and --lr positive")
     out, cache = args.out.resolve(), args.cache.resolve()
