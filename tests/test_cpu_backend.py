@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -343,6 +344,20 @@ async def test_hf_server_accepts_vllm_style_single_pad_prompt(hf_server, image_p
     assert collapsed.log_probs == pytest.approx(expanded.log_probs, abs=1e-5)
 
 
+async def test_hf_server_refuses_video_and_processors_it_cannot_place_images_for(hf_server, image_prompt):
+    """Requests outside the CPU rollout's scope fail with a ValueError that points to the vLLM rollout."""
+    with pytest.raises(ValueError, match="text and images only.*vLLM rollout"):
+        await hf_server.generate([1, 2, 3], {"max_tokens": 2}, "video", video_data=[object()])
+    generator = hf_server.generator
+    real_processor = generator.processor
+    generator.processor = types.SimpleNamespace(image_processor=object())  # no merge_size: not Qwen2-VL-family
+    try:
+        with pytest.raises(ValueError, match="Qwen2-VL-family image processors.*vLLM rollout"):
+            generator.build_inputs(image_prompt["prompt_ids"], [image_prompt["image"]])
+    finally:
+        generator.processor = real_processor
+
+
 async def test_hf_server_returns_log_probs_only_when_asked(hf_server):
     output = await hf_server.generate([1, 2, 3], {"max_tokens": 2, "temperature": 1.0}, "no-logprobs")
     assert 1 <= len(output.token_ids) <= 2 and output.log_probs is None
@@ -436,6 +451,14 @@ async def test_non_leader_rank_joins_the_gather_but_sends_nothing(hf_server, mon
 
     await adapter.update_weights(weights())
     assert consumed == ["a", "b"] and handle.calls == []
+
+
+async def test_adapter_refuses_weight_wire_formats_other_than_full_tensors(hf_server, monkeypatch):
+    handle = _FakeActorHandle(hf_server)
+    adapter = _adapter(monkeypatch, rank=0, handle=handle)
+    with pytest.raises(ValueError, match="full tensors only, got wire_format='bucketed'.*vLLM rollout"):
+        await adapter.update_weights(iter([("a", torch.zeros(1))]), wire_format="bucketed")
+    assert handle.calls == []  # refused before the server is touched
 
 
 async def test_incomplete_or_misnamed_weight_updates_fail_loudly(tiny_qwen25vl_dir):

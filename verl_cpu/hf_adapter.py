@@ -59,7 +59,10 @@ class HFServerAdapter(BaseRollout):
         **kwargs: Any,
     ):
         if wire_format != "named_tensors":
-            raise NotImplementedError(f"the hf rollout takes full tensors only, got wire_format={wire_format!r}")
+            raise ValueError(
+                f"the CPU (hf) rollout takes weights as full tensors only, got wire_format={wire_format!r}; "
+                "leave the weight-sync settings at verl's defaults, or use the vLLM rollout on a GPU"
+            )
         if peft_config is not None and kwargs.get("base_sync_done", True):
             # A LoRA step: only the adapter matrices come; the server merges them into its base copy.
             deltas = lora_deltas(weights, peft_config)  # every rank consumes the generator

@@ -191,8 +191,9 @@ class HFGenerator:
             return ModelInputs(input_ids=torch.tensor([list(prompt_ids)], dtype=torch.long))
         image_processor = getattr(self.processor, "image_processor", None)
         if image_processor is None or not hasattr(image_processor, "merge_size"):
-            raise NotImplementedError(
-                "the hf rollout handles images only for Qwen2-VL-family image processors (Qwen2-VL, Qwen2.5-VL, Qwen3-VL)"
+            raise ValueError(
+                "the CPU (hf) rollout handles images only for Qwen2-VL-family image processors (Qwen2-VL, "
+                "Qwen2.5-VL, Qwen3-VL); run other models with the vLLM rollout on a GPU"
             )
         processed = image_processor(images=list(images), return_tensors="pt", **dict(processor_kwargs or {}))
         grid_thw: torch.Tensor = processed["image_grid_thw"]

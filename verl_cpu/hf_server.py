@@ -136,7 +136,10 @@ class HFRolloutServer:
         """Generate one response; ``log_probs`` only when ``sampling_params["logprobs"]`` is truthy, as in
         verl's vLLM server (verl asks for them when ``rollout.calculate_log_probs``, its default)."""
         if video_data is not None or audio_data is not None:
-            raise NotImplementedError("the hf rollout handles text and images only")
+            raise ValueError(
+                "the CPU (hf) rollout handles text and images only, this request has video or audio; "
+                "use the vLLM rollout on a GPU for them"
+            )
         prompt_ids = normalize_token_ids(prompt_ids)
         spec = resolve_sampling_spec(dict(sampling_params), len(prompt_ids), self.config, self.max_model_len)
         inputs = self.generator.build_inputs(prompt_ids, image_data, mm_processor_kwargs)

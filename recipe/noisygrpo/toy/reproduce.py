@@ -247,6 +247,7 @@ def results_markdown(summary: list[dict[str, Any]], tests: list[dict[str, Any]],
 
     rows = [Row(METHOD_LABELS[method], RowKind.RUN, values(means, method)) for method in methods]
     rows += [Row(f"{METHOD_LABELS[m]} − base", RowKind.DELTA_VS_BASE, values(means, m, "base")) for m in methods[1:]]
+    # DELTA_VS_GRPO for every paired row: the kind only sets the signed format and table grouping.
     rows += [
         Row(f"{METHOD_LABELS[m]} − {METHOD_LABELS[against]}", RowKind.DELTA_VS_GRPO, values(means, m, against))
         for m, against in PAIRED
@@ -344,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--methods",
         default=",".join(METHODS),
-        help="comma-separated, from: grpo, noisygrpo, grpo_noisy (the ablation: noisy rollouts, GRPO's advantage)",
+        help=f"comma-separated, from: {', '.join(METHOD_OVERRIDES)} (grpo_noisy: noisy rollouts, GRPO's advantage)",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="warm start and data (reused)")
