@@ -3,11 +3,15 @@
 verl's registered advantage estimators receive token-level rewards, the response mask, the
 uid index and the algorithm config, never per-row fields (verl 0.9.1). NoisyGRPO's
 advantage also needs each rollout's noise extent, which the agent loop stored in the
-row's ``extra_fields``. :class:`NoisyGRPOTrainer` therefore overrides only
+row's ``extra_fields``. :class:`NoisyGRPOTrainer` therefore overrides
 ``_compute_advantage``: it reads the extents of the same keys, in the same order, from the
 transfer queue, makes them visible to the estimator through
 :func:`verl_ext.advantage.noisygrpo_inputs`, and calls verl's own method, so KL-in-reward,
 padding rows and the write-back stay verl's.
+
+It also moves verl's checkpoint of a step after that step's metrics are logged (see
+:meth:`NoisyGRPOTrainer._save_checkpoint`), so the step a resumed run starts after always has
+its metrics in the log.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import transfer_queue as tq
 from omegaconf import DictConfig, OmegaConf
 from verl.trainer.main_ppo import TaskRunnerV1
 from verl.trainer.ppo.v1 import PPOTrainerSync
+from verl.utils.debug import marked_timer
 
 from recipe.noisygrpo.metrics_log import advantage_log_path
 from verl_ext.advantage import noisygrpo_inputs
@@ -77,6 +82,41 @@ class NoisyGRPOTrainer(PPOTrainerSync):
             self._log_advantages(batch)
         return batch
 
+    # -- checkpoints: saved after the step's metrics are logged ------------------------------------
+    # verl's fit saves step S's checkpoint (and points the tracker at it) right after the actor
+    # update, then syncs weights, validates and only then logs S's metrics. A run stopped in
+    # between (Ctrl-C during validation, a lost node) resumes after S and S's metrics are never
+    # logged. Saving at the start of step S+1 instead (or when fit returns, after the last step)
+    # leaves the checkpoint's content unchanged (the actor, its optimizer and the dataloader are
+    # not touched in between) and a run stopped after S's log but before its save re-runs S; the
+    # later launch's record of S replaces the earlier one (recipe.noisygrpo.metrics_log).
+
+    _checkpoint_due: int | None = None
+
+    def _save_checkpoint(self):
+        """Called by verl's fit where it saves step ``global_steps``: note the step, save it later."""
+        self._checkpoint_due = int(self.global_steps)
+
+    def on_step_begin(self):
+        super().on_step_begin()
+        if self._checkpoint_due is not None:
+            # Timed into this step's timing_s/save_checkpoint (verl's timers add up).
+            with marked_timer("save_checkpoint", self.timing_raw, color="green"):
+                self.save_due_checkpoint()
+
+    def save_due_checkpoint(self) -> int | None:
+        """Save the checkpoint verl asked for at the last save point, if not saved yet; returns its step."""
+        step, self._checkpoint_due = self._checkpoint_due, None
+        if step is None:
+            return None
+        current_step = self.global_steps
+        self.global_steps = step  # verl names the folder and the tracker after global_steps
+        try:
+            super()._save_checkpoint()
+        finally:
+            self.global_steps = current_step
+        return step
+
     @functools.cached_property
     def advantage_log(self) -> Path:
         """This launch's advantage log: ``<advantage_log_dir>/advantages.jsonl``, or ``advantages.launchN.jsonl``
@@ -124,7 +164,8 @@ class _NoisyGRPOTaskRunner(TaskRunnerV1.__ray_actor_class__):
     """verl's v1 task runner, building ``trainer_cls`` instead of the registry's ``sync`` trainer
     (a new trainer_mode name would also change verl's replay-buffer and batching behaviour, which
     keys on the mode name). ``run`` is verl 0.9.1's ``TaskRunnerV1.run`` with the trainer class
-    swapped; tests/test_trainer_hook.py fails when the pinned upstream method changes."""
+    swapped and the checkpoint still due when fit returns (or fails) saved; tests/test_trainer_hook.py
+    fails when the pinned upstream method changes."""
 
     trainer_cls: type[PPOTrainerSync] = NoisyGRPOTrainer
 
@@ -141,7 +182,16 @@ class _NoisyGRPOTaskRunner(TaskRunnerV1.__ray_actor_class__):
             self.trainer = self.trainer_cls(config=config)
             self.trainer.init()
             self.init_agent_loop_manager()
-            self.trainer.fit(self.agent_loop_manager)
+            try:
+                self.trainer.fit(self.agent_loop_manager)
+            except Exception:
+                # Training failed after a step's update (in validation, say): keep that step's
+                # weights as verl would have; its metrics were not logged.
+                step = self.trainer.save_due_checkpoint()
+                if step is not None:
+                    print(f"[noisygrpo] training failed after step {step}'s update; its checkpoint was saved")
+                raise
+            self.trainer.save_due_checkpoint()  # the last step's
             succeeded = True
         finally:
             try:
