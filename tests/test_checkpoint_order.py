@@ -12,7 +12,6 @@ whose metrics are in ``metrics.jsonl``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +23,7 @@ from verl.trainer.ppo.v1 import PPOTrainerSync
 
 import recipe.noisygrpo.trainer as noisygrpo_trainer
 from recipe.noisygrpo.checkpoints import last_checkpoint
+from recipe.noisygrpo.metrics_log import read_records
 from recipe.noisygrpo.trainer import NoisyGRPOTrainer
 
 STEPS = 3
@@ -42,17 +42,15 @@ class FakeWorkers:
 
 
 def logged_steps(metrics_path: Path) -> set[int]:
-    if not metrics_path.exists():
-        return set()
-    return {json.loads(line)["step"] for line in metrics_path.read_text().splitlines() if line.strip()}
+    return {record["step"] for record in read_records(metrics_path)} if metrics_path.exists() else set()
 
 
 def tracker_step(checkpoint_dir: Path) -> int | None:
-    tracker = checkpoint_dir / "latest_checkpointed_iteration.txt"
-    return int(tracker.read_text()) if tracker.exists() else None
+    found = last_checkpoint(checkpoint_dir)
+    return found[0] if found else None
 
 
-def make_fit_trainer(trainer_cls, tmp_path: Path, monkeypatch, test_freq: int = 1):
+def make_fit_trainer(trainer_cls, tmp_path: Path, monkeypatch):
     """A ``trainer_cls`` whose fit is verl's, with the workers and the step's work stood in.
 
     Returns ``(trainer, stops)``: ``stops`` records, at every place a run could be killed
@@ -68,7 +66,7 @@ def make_fit_trainer(trainer_cls, tmp_path: Path, monkeypatch, test_freq: int = 
             overrides=[
                 "trainer.logger=[file]",
                 "trainer.save_freq=1",
-                f"trainer.test_freq={test_freq}",
+                "trainer.test_freq=1",
                 "trainer.val_before_train=false",
                 f"trainer.default_local_dir={checkpoint_dir}",
             ],
@@ -128,7 +126,7 @@ def test_every_checkpoint_is_saved_after_its_steps_metrics_are_logged(tmp_path, 
     assert step == STEPS and (folder / "data.pt").is_file()
     assert (folder / "actor" / "model_world_size_1_rank_0.pt").read_text() == str(STEPS)
     # The save time of step S is part of step S+1's timing (verl's timers add up).
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = read_records(tmp_path / "metrics.jsonl")
     assert ["timing_s/save_checkpoint" in record["data"] for record in records] == [True, True, True]
     assert records[1]["data"]["timing_s/save_checkpoint"] > records[0]["data"]["timing_s/save_checkpoint"]
 
@@ -150,8 +148,8 @@ def test_verls_own_order_leaves_the_tracker_on_a_step_without_metrics(tmp_path, 
 @pytest.mark.parametrize("fails_in", [None, "validation", "step"])
 def test_task_runner_saves_the_due_checkpoint_when_fit_ends_or_fails(tmp_path, monkeypatch, fails_in):
     """The task runner saves the last step's checkpoint after fit; when training fails after a
-    step's update (in validation), that step's weights are kept, as verl would have kept them."""
-    # fails_in=None: no failure.
+    step's update (in validation), that step's weights are kept, as verl would have kept them.
+    ``fails_in=None``: training does not fail."""
     trainer, stops = make_fit_trainer(NoisyGRPOTrainer, tmp_path, monkeypatch)
     real_validate, real_step = trainer._validate, trainer.step
 

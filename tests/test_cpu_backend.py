@@ -344,18 +344,15 @@ async def test_hf_server_accepts_vllm_style_single_pad_prompt(hf_server, image_p
     assert collapsed.log_probs == pytest.approx(expanded.log_probs, abs=1e-5)
 
 
-async def test_hf_server_refuses_video_and_processors_it_cannot_place_images_for(hf_server, image_prompt):
+async def test_hf_server_refuses_video_and_processors_it_cannot_place_images_for(hf_server, image_prompt, monkeypatch):
     """Requests outside the CPU rollout's scope fail with a ValueError that points to the vLLM rollout."""
     with pytest.raises(ValueError, match="text and images only.*vLLM rollout"):
         await hf_server.generate([1, 2, 3], {"max_tokens": 2}, "video", video_data=[object()])
     generator = hf_server.generator
-    real_processor = generator.processor
-    generator.processor = types.SimpleNamespace(image_processor=object())  # no merge_size: not Qwen2-VL-family
-    try:
-        with pytest.raises(ValueError, match="Qwen2-VL-family image processors.*vLLM rollout"):
-            generator.build_inputs(image_prompt["prompt_ids"], [image_prompt["image"]])
-    finally:
-        generator.processor = real_processor
+    # An image processor without merge_size: not Qwen2-VL-family.
+    monkeypatch.setattr(generator, "processor", types.SimpleNamespace(image_processor=object()))
+    with pytest.raises(ValueError, match="Qwen2-VL-family image processors.*vLLM rollout"):
+        generator.build_inputs(image_prompt["prompt_ids"], [image_prompt["image"]])
 
 
 async def test_hf_server_returns_log_probs_only_when_asked(hf_server):
